@@ -1,0 +1,76 @@
+"""An attack over a whole INPUT_DIR, as the contract runs it: read, attack, write, batch by batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..contract.csv_files import read_target_classes
+from ..contract.folder_job import JobReport, input_batches
+from ..contract.images import write_png
+from ..models.runtime import Classifier
+from .sign_gradient import SignGradientConfig, sign_gradient_attack
+
+
+class OutputDirError(ValueError):
+    """An OUTPUT_DIR the tools must not write into."""
+
+
+def check_output_dir(input_dir: Path, output_dir: Path) -> None:
+    """Refuse an OUTPUT_DIR that is INPUT_DIR itself: writing there would overwrite the clean images."""
+    if output_dir.exists() and input_dir.resolve() == output_dir.resolve():
+        raise OutputDirError(f"OUTPUT_DIR {output_dir} is INPUT_DIR: it would overwrite the clean images")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputDirError(f"OUTPUT_DIR {output_dir} exists and is not a folder")
+
+
+def attack_directory(
+    input_dir: Path,
+    output_dir: Path,
+    eps: float,
+    *,
+    model: Classifier,
+    config: SignGradientConfig,
+    targeted: bool = False,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> JobReport:
+    """Write one adversarial PNG per input PNG (same name and size) into ``output_dir``.
+
+    Non-targeted attacks move away from the model's own prediction (the contract gives no true
+    label). Targeted attacks read ``INPUT_DIR/target_class.csv`` (ContractFileError when it is
+    missing); an image absent from it is attacked toward its least-likely class, with a warning.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    check_output_dir(input_dir, output_dir)
+    report = JobReport()
+    targets: dict[str, int] = {}
+    if targeted:
+        target_file = read_target_classes(input_dir)
+        for problem in target_file.problems:
+            report.warn(f"{problem}; row skipped")
+        targets = target_file.labels
+    for batch in input_batches(input_dir, batch_size, report, progress=progress):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if targeted:
+            labels = _target_labels(batch.names, targets, model, batch.pixels, report)
+        else:
+            labels = model.predict(batch.pixels)
+        adversarial = sign_gradient_attack(model, batch.pixels, eps, labels=labels, targeted=targeted, config=config)
+        for name, pixels in zip(batch.names, adversarial):
+            write_png(pixels, output_dir / name)
+    return report
+
+
+def _target_labels(
+    names: tuple[str, ...], targets: dict[str, int], model: Classifier, pixels: np.ndarray, report: JobReport
+) -> np.ndarray:
+    missing = [index for index, name in enumerate(names) if name not in targets]
+    labels = np.array([targets.get(name, 0) for name in names], dtype=np.int64)
+    if missing:
+        least_likely = np.argmin(model.logits(pixels[missing]), axis=1) + 1
+        for index, label in zip(missing, least_likely):
+            report.warn(f"{names[index]}: not in target_class.csv; attacking toward its least-likely class {label}")
+            labels[index] = label
+    return labels

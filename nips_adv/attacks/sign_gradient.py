@@ -1,0 +1,149 @@
+"""The one sign-gradient loop: FGSM, I-FGSM, MI-FGSM, with input diversity (DI) and translation invariance (TI).
+
+Variants differ only in how each gradient is obtained (DI: random resize-and-pad inside the
+model's graph) and transformed (TI: Gaussian smoothing; momentum over L1-normalised gradients).
+The loop works in pixel units (0..255), the units of MAX_EPSILON, so epsilon needs no conversion;
+the model maps pixels to its own range inside its graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
+
+from ..contract.epsilon import epsilon_box, project_to_epsilon_box
+
+DEFAULT_DIVERSITY_SCALE = 330 / 299
+
+
+class GradientModel(Protocol):
+    """What the loop needs of a model (``nips_adv.models.runtime.Classifier`` is one)."""
+
+    def loss_gradient(
+        self, pixels: np.ndarray, labels: np.ndarray, *, diversity_prob: float = 0.0, diversity_scale: float = ...
+    ) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SignGradientConfig:
+    """Hyperparameters of the sign-gradient family (pixel units).
+
+    - ``iterations``: gradient steps; 1 with ``step_size`` = eps is FGSM.
+    - ``step_size``: pixels per step; None means eps / iterations (the budget is reachable, not exceeded).
+    - ``decay``: momentum factor mu of MI-FGSM (Dong et al. 2018); 0 gives I-FGSM.
+    - ``diversity_prob``: probability of the DI transform per step (Xie et al. 2019); 0 is off.
+    - ``diversity_scale``: DI pads to this multiple of the model's input side.
+    - ``ti_kernel_size``: side of the TI Gaussian kernel (Dong et al. 2019); 0 is off.
+    - ``ti_sigmas``: the kernel spans +-``ti_sigmas`` standard deviations, as in the TI paper's code.
+    """
+
+    iterations: int = 10
+    step_size: float | None = None
+    decay: float = 1.0
+    diversity_prob: float = 0.0
+    diversity_scale: float = DEFAULT_DIVERSITY_SCALE
+    ti_kernel_size: int = 0
+    ti_sigmas: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be at least 1, got {self.iterations}")
+        if self.step_size is not None and self.step_size <= 0:
+            raise ValueError(f"step size must be positive, got {self.step_size}")
+        if self.decay < 0:
+            raise ValueError(f"decay must be non-negative, got {self.decay}")
+        if not 0.0 <= self.diversity_prob <= 1.0:
+            raise ValueError(f"diversity probability must be in [0, 1], got {self.diversity_prob}")
+        if self.diversity_scale < 1.0:
+            raise ValueError(f"diversity scale must be at least 1, got {self.diversity_scale}")
+        if self.ti_kernel_size < 0 or (self.ti_kernel_size and self.ti_kernel_size % 2 == 0):
+            raise ValueError(f"TI kernel size must be 0 (off) or odd, got {self.ti_kernel_size}")
+
+
+METHODS: dict[str, SignGradientConfig] = {
+    "fgsm": SignGradientConfig(iterations=1, decay=0.0),
+    "i-fgsm": SignGradientConfig(iterations=10, decay=0.0),
+    "mi-fgsm": SignGradientConfig(iterations=10, decay=1.0),
+    "di-mi-fgsm": SignGradientConfig(iterations=10, decay=1.0, diversity_prob=0.5),
+    "ti-di-mi-fgsm": SignGradientConfig(iterations=10, decay=1.0, diversity_prob=0.5, ti_kernel_size=7),
+}
+"""Named presets; options such as ``iterations`` override them with ``dataclasses.replace``."""
+
+
+def method_config(method: str, **overrides: object) -> SignGradientConfig:
+    """The preset ``method`` with the non-None ``overrides`` applied."""
+    try:
+        config = METHODS[method]
+    except KeyError:
+        raise ValueError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}") from None
+    return replace(config, **{key: value for key, value in overrides.items() if value is not None})
+
+
+def sign_gradient_attack(
+    model: GradientModel,
+    clean: np.ndarray,
+    eps: float,
+    *,
+    labels: np.ndarray,
+    targeted: bool,
+    config: SignGradientConfig,
+) -> np.ndarray:
+    """Attack a batch and return the adversarial images, uint8, within eps of ``clean``.
+
+    ``clean`` is ``(batch, height, width, 3)`` uint8; ``labels`` ``(batch,)`` ints 1..1000: the
+    class to move away from (non-targeted: usually the model's own prediction) or toward
+    (targeted: the loss toward it is descended, a sign flip and nothing else).
+    """
+    lower, upper = epsilon_box(clean, eps)
+    if eps == 0:
+        return clean.copy()
+    adversarial = clean.astype(np.float32)
+    step = config.step_size if config.step_size is not None else eps / config.iterations
+    direction_sign = -1.0 if targeted else 1.0
+    momentum = np.zeros_like(adversarial)
+    for _ in range(config.iterations):
+        gradient = model.loss_gradient(
+            adversarial, labels, diversity_prob=config.diversity_prob, diversity_scale=config.diversity_scale
+        )
+        if config.ti_kernel_size:
+            gradient = gaussian_smooth(gradient, config.ti_kernel_size, config.ti_sigmas)
+        # Per-image L1 normalisation keeps steps of different magnitude comparable in the momentum
+        # sum; with decay 0 it leaves the sign, hence I-FGSM and FGSM, unchanged.
+        momentum = config.decay * momentum + gradient / _mean_abs(gradient)
+        adversarial = np.clip(adversarial + direction_sign * step * np.sign(momentum), lower, upper)
+    return project_to_epsilon_box(adversarial, clean, eps)
+
+
+def _mean_abs(gradient: np.ndarray) -> np.ndarray:
+    per_image = np.mean(np.abs(gradient), axis=tuple(range(1, gradient.ndim)), keepdims=True)
+    return np.maximum(per_image, np.finfo(np.float32).tiny)
+
+
+def gaussian_kernel_1d(size: int, sigmas: float) -> np.ndarray:
+    """Normalised Gaussian weights over ``size`` points spanning +-``sigmas`` standard deviations."""
+    positions = np.linspace(-sigmas, sigmas, size)
+    weights = np.exp(-0.5 * positions**2)
+    return (weights / weights.sum()).astype(np.float32)
+
+
+def gaussian_smooth(gradient: np.ndarray, size: int, sigmas: float) -> np.ndarray:
+    """TI: convolve each image and channel of ``(batch, h, w, c)`` with a ``size`` x ``size`` Gaussian.
+
+    The 2-D kernel of the TI paper is the outer product of two 1-D Gaussians, so two 1-D
+    passes give the same result; borders are zero-padded ('SAME' padding, as its code does).
+    """
+    kernel = gaussian_kernel_1d(size, sigmas)
+    radius = size // 2
+    smoothed = gradient
+    for axis in (1, 2):
+        padding = [(0, 0)] * gradient.ndim
+        padding[axis] = (radius, radius)
+        padded = np.pad(smoothed, padding)
+        length = smoothed.shape[axis]
+        smoothed = sum(
+            weight * np.take(padded, np.arange(offset, offset + length), axis=axis)
+            for offset, weight in enumerate(kernel)
+        )
+    return smoothed.astype(np.float32)

@@ -1,0 +1,97 @@
+"""Speed figures of this machine for the attack: matmul peak, image-gradients per second, a 100-image run.
+
+Printed by ``nips-adv bench``; targets live here as figures to read, never as timed tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .contract.images import list_png_files, read_png, write_png
+
+INCEPTION_V3_FORWARD_GFLOP = 11.5
+"""Multiply-adds x 2 of one 299x299 Inception V3 forward pass (5.7 G multiply-adds)."""
+
+GRADIENT_FLOP_FACTOR = 2.0
+"""Forward plus backward to the input costs about twice the forward (no weight gradients)."""
+
+CLEVERHANS_MI_FGSM_IMAGE_ITERATIONS_PER_S = 6.0
+"""cleverhans 4.0's TF2 MI-FGSM on Keras' InceptionV3, measured on this 2-core machine (issue figure)."""
+
+
+@dataclass(frozen=True)
+class Throughput:
+    label: str
+    per_second: float
+    seconds_per_call: float
+
+
+def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
+    """fp32 GFLOP/s of a ``size`` x ``size`` matmul in a TensorFlow session (the best of ``repeats``)."""
+    from .models.tf_compat import tf, tf1
+
+    graph = tf.Graph()
+    with graph.as_default():
+        # Variables, not constants: grappler would fold a product of constants away.
+        left = tf1.Variable(tf1.random_normal((size, size)))
+        right = tf1.Variable(tf1.random_normal((size, size)))
+        product = tf.reduce_sum(tf.matmul(left, right))
+        initialise = tf1.global_variables_initializer()
+    with tf1.Session(graph=graph) as session:
+        session.run(initialise)
+        session.run(product)
+        best = min(_timed(lambda: session.run(product)) for _ in range(repeats))
+    return 2.0 * size**3 / best / 1e9
+
+
+def gradient_throughput(
+    model_name: str, checkpoint: Path, *, precision: str, batch_size: int = 16, repeats: int = 3
+) -> Throughput:
+    """Image-gradients per second (forward + backward to the pixels) at ``batch_size``, best of ``repeats``."""
+    from .models.runtime import Classifier
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(batch_size, 299, 299, 3), dtype=np.uint8)
+    labels = np.arange(1, batch_size + 1)
+    with Classifier.create(model_name, checkpoint, precision=precision) as model:
+        model.loss_gradient(pixels, labels)
+        best = min(_timed(lambda: model.loss_gradient(pixels, labels)) for _ in range(repeats))
+    return Throughput(f"{model_name} {precision} batch {batch_size}", batch_size / best, best)
+
+
+def attack_wall_time(
+    model_name: str, checkpoint: Path, *, images_dir: Path | None, count: int = 100, eps: int = 16, precision: str = "float32"
+) -> float:
+    """Seconds of ``nips-attack INPUT OUTPUT eps`` with default settings on ``count`` images, as a user runs it."""
+    with tempfile.TemporaryDirectory(prefix="nips_adv_bench_") as scratch:
+        input_dir, output_dir = Path(scratch) / "input", Path(scratch) / "output"
+        input_dir.mkdir()
+        sources = list_png_files(images_dir)[:count] if images_dir else []
+        rng = np.random.default_rng(0)
+        for index in range(count):
+            pixels = read_png(sources[index % len(sources)]) if sources else rng.integers(0, 256, (299, 299, 3), dtype=np.uint8)
+            write_png(pixels, input_dir / f"IMG{index:04d}.png")
+        command = [
+            os.path.join(os.path.dirname(sys.executable), "nips-attack"),
+            str(input_dir), str(output_dir), str(eps),
+            "--model", model_name, "--checkpoint", str(checkpoint), "--precision", precision, "--quiet",
+        ]
+        started = time.perf_counter()
+        subprocess.run(command, check=True)
+        elapsed = time.perf_counter() - started
+        if len(list_png_files(output_dir)) != count:
+            raise RuntimeError(f"nips-attack wrote {len(list_png_files(output_dir))} of {count} images")
+        return elapsed
+
+
+def _timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started

@@ -1,0 +1,123 @@
+"""``nips-attack`` and ``nips-targeted-attack``: ``INPUT_DIR OUTPUT_DIR MAX_EPSILON``, as the organisers call them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..attacks.sign_gradient import METHODS, method_config
+from ..contract.constants import TARGET_CLASS_FILE
+from .common import EpsilonType, configure_logging, fail, model_options, resolve_epsilon
+
+
+def _attack_command(*, program: str, targeted: bool, default_iterations: int) -> click.Command:
+    goal = (
+        f"toward the class given for each image in INPUT_DIR/{TARGET_CLASS_FILE} (lines IMAGEID.png,LABEL)"
+        if targeted
+        else "away from the model's own prediction (the contract gives no true label)"
+    )
+
+    @click.command(
+        name=program,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        help=f"""Attack every PNG in INPUT_DIR {goal}; write PNGs of the same name and size to OUTPUT_DIR.
+
+        MAX_EPSILON (0..255, pixel units) bounds every pixel change: after rounding to uint8,
+        |adversarial - clean| <= MAX_EPSILON. It can also be given as --eps.
+        Default: MI-FGSM, {default_iterations} iterations, step MAX_EPSILON/{default_iterations}, decay 1.0.
+
+        Exit status: 0 done, 1 some images could not be read (the others are written), 2 usage
+        or set-up error.""",
+    )
+    @click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.argument("output_dir", type=click.Path(path_type=Path))
+    @click.argument("max_epsilon", type=EpsilonType(), required=False)
+    @click.option("--eps", type=EpsilonType(), default=None, help="MAX_EPSILON as an option.")
+    @click.option(
+        "--method",
+        type=click.Choice(list(METHODS)),
+        default="mi-fgsm",
+        show_default=True,
+        help="fgsm: one step of eps; i-fgsm: iterative; mi-fgsm: with momentum; di-/ti- add input "
+        "diversity and translation invariance (better transfer to other models).",
+    )
+    @click.option("--iterations", type=click.IntRange(min=1), default=None, help=f"Gradient steps [default: {default_iterations}; fgsm: 1].")
+    @click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None, help="Pixels per step [default: eps/iterations].")
+    @click.option("--decay", type=click.FloatRange(min=0), default=None, help="Momentum decay of MI-FGSM [default: 1.0].")
+    @click.option("--diversity-prob", type=click.FloatRange(0, 1), default=None, help="Probability of the DI transform per step.")
+    @click.option("--ti-kernel", type=click.IntRange(min=0), default=None, help="Side of the TI Gaussian kernel (odd; 0 = off).")
+    @model_options
+    def command(
+        input_dir: Path,
+        output_dir: Path,
+        max_epsilon: float | None,
+        eps: float | None,
+        method: str,
+        iterations: int | None,
+        step_size: float | None,
+        decay: float | None,
+        diversity_prob: float | None,
+        ti_kernel: int | None,
+        model_name: str,
+        checkpoint: Path | None,
+        batch_size: int,
+        precision: str,
+        seed: int,
+        quiet: bool,
+        verbose: bool,
+    ) -> None:
+        epsilon = resolve_epsilon(max_epsilon, eps)
+        if iterations is None and method != "fgsm":
+            iterations = default_iterations
+        try:
+            config = method_config(
+                method,
+                iterations=iterations,
+                step_size=step_size,
+                decay=decay,
+                diversity_prob=diversity_prob,
+                ti_kernel_size=ti_kernel,
+            )
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
+        configure_logging(program, verbose=verbose)
+
+        from ..attacks.directory import OutputDirError, attack_directory, check_output_dir
+        from ..contract.csv_files import ContractFileError
+        from ..models.checkpoints import CheckpointError
+        from ..models.runtime import Classifier
+
+        try:
+            check_output_dir(input_dir, output_dir)
+            if targeted and not (input_dir / TARGET_CLASS_FILE).is_file():
+                fail(program, f"{input_dir / TARGET_CLASS_FILE}: missing (a targeted attack needs it)")
+            with Classifier.create(model_name, checkpoint, precision=precision, seed=seed) as model:
+                report = attack_directory(
+                    input_dir,
+                    output_dir,
+                    epsilon,
+                    model=model,
+                    config=config,
+                    targeted=targeted,
+                    batch_size=batch_size,
+                    progress=not quiet,
+                )
+        except (CheckpointError, ContractFileError, OutputDirError) as error:
+            fail(program, str(error))
+        except OSError as error:
+            fail(program, f"{error.filename or ''}: {error.strerror or error}")
+        if not report.ok:
+            click.echo(
+                f"{program}: {report.images_done} of {report.images_found} images written; "
+                f"{len(report.failures)} could not be read",
+                err=True,
+            )
+            sys.exit(1)
+
+    return command
+
+
+attack_command = _attack_command(program="nips-attack", targeted=False, default_iterations=10)
+targeted_attack_command = _attack_command(program="nips-targeted-attack", targeted=True, default_iterations=20)

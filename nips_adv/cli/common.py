@@ -1,0 +1,102 @@
+"""What the three competition tools share: options, logging set-up, model loading, error mapping."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from ..contract.epsilon import validate_epsilon
+from ..models import list_models
+
+DEFAULT_MODEL = "inception_v3"
+
+
+class EpsilonType(click.ParamType):
+    """MAX_EPSILON in pixel units: a number in 0..255 (integers in the competition, fractions accepted)."""
+
+    name = "EPS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return validate_epsilon(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+def resolve_epsilon(positional: float | None, option: float | None) -> float:
+    """The organisers' positional MAX_EPSILON or ``--eps``: exactly one of them (or both equal)."""
+    if positional is None and option is None:
+        raise click.UsageError("give MAX_EPSILON, as the third argument or as --eps")
+    if positional is not None and option is not None and positional != option:
+        raise click.UsageError(f"MAX_EPSILON {positional:g} and --eps {option:g} disagree")
+    return positional if positional is not None else option
+
+
+def model_options(command: Callable) -> Callable:
+    """Options every tool takes: which model, which checkpoint, batch size, precision, verbosity."""
+    decorators = [
+        click.option(
+            "--model",
+            "model_name",
+            type=click.Choice(list_models()),
+            default=DEFAULT_MODEL,
+            show_default=True,
+            envvar="NIPS_ADV_MODEL",
+            help="Model from the registry (`nips-adv models` lists them). Env: NIPS_ADV_MODEL.",
+        ),
+        click.option(
+            "--checkpoint",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="TF checkpoint prefix (e.g. ./inception_v3.ckpt) or a folder holding one. "
+            "Default: the model's file in $NIPS_ADV_CHECKPOINTS, else ~/.cache/nips_adv/checkpoints.",
+        ),
+        click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per batch."),
+        click.option(
+            "--precision",
+            type=click.Choice(["float32", "bfloat16"]),
+            default="float32",
+            show_default=True,
+            help="bfloat16 lets oneDNN run convolutions in bfloat16 on CPUs that support it (~1.7x).",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random transforms (DI)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar (errors and warnings still print)."),
+        click.option("--verbose", "-v", is_flag=True, help="Per-image details and TensorFlow's own log."),
+    ]
+    return functools.reduce(lambda wrapped, decorator: decorator(wrapped), reversed(decorators), command)
+
+
+def configure_logging(program: str, *, verbose: bool) -> None:
+    """Messages on stderr as ``program: level: text``; TensorFlow quiet unless ``verbose``."""
+    # Read by TensorFlow's C++ logging when it is first imported, which happens after this.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ProgramFormatter(program))
+    root = logging.getLogger("nips_adv")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+class _ProgramFormatter(logging.Formatter):
+    def __init__(self, program: str) -> None:
+        super().__init__()
+        self.program = program
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{self.program}: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def fail(program: str, message: str, exit_code: int = 2) -> NoReturn:
+    """One line on stderr and the exit code (2: the run could not start)."""
+    click.echo(f"{program}: error: {message}", err=True)
+    sys.exit(exit_code)

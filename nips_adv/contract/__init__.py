@@ -1,0 +1,1 @@
+"""The competition contract: image files, the epsilon box, and the CSV formats (CONTRACT.md)."""

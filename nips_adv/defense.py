@@ -1,0 +1,33 @@
+"""The defense over a whole INPUT_DIR: one ``FILENAME,LABEL`` line per readable PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .contract.csv_files import write_label_rows
+from .contract.folder_job import JobReport, input_batches
+from .models.runtime import Classifier
+
+
+def classify_directory(
+    input_dir: Path,
+    output_file: Path,
+    *,
+    model: Classifier,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> JobReport:
+    """Classify every PNG of ``input_dir`` and write ``name,label`` rows (labels 1..1000, no header).
+
+    Rows are flushed batch by batch, so a run killed at the time limit keeps what it classified.
+    An empty INPUT_DIR still gets an (empty) OUTPUT_FILE: the contract expects the file.
+    """
+    input_dir, output_file = Path(input_dir), Path(output_file)
+    if output_file.is_dir():
+        raise IsADirectoryError(f"OUTPUT_FILE {output_file} is a folder")
+    output_file.parent.mkdir(parents=True, exist_ok=True)
+    report = JobReport()
+    with open(output_file, "w", encoding="utf-8", newline="") as stream:
+        for batch in input_batches(input_dir, batch_size, report, progress=progress):
+            write_label_rows(stream, list(zip(batch.names, model.predict(batch.pixels).tolist())))
+    return report

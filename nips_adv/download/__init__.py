@@ -1,0 +1,1 @@
+"""Downloads: the competition datasets (``dataset``) and the reference checkpoints (``checkpoints``)."""

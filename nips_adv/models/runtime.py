@@ -1,0 +1,212 @@
+"""The graph runtime: one restored model in its own TensorFlow graph and session.
+
+This is the only module that touches graphs, sessions, placeholders and savers. Callers hand in
+pixels as numpy arrays ``(batch, height, width, 3)``, uint8 or float 0..255, at any size, and get
+numpy back: logits in label order (column i is label i + 1), labels 1..1000, or the gradient of
+the cross-entropy with respect to the pixels. The network is built once per Classifier; every
+call is one ``session.run``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from ..contract.constants import NUM_LABELS
+from .checkpoints import CheckpointError
+from .registry import ModelSpec, get_model_spec, resolve_checkpoint
+
+PRECISIONS = ("float32", "bfloat16")
+DEFAULT_DIVERSITY_SCALE = 330 / 299
+"""Input diversity pads to this multiple of the model's input size (Xie et al.: 299 -> 330)."""
+
+
+class Classifier:
+    """A model of the registry, restored from a checkpoint, ready to classify and differentiate."""
+
+    def __init__(self, spec: ModelSpec, checkpoint: Path, *, precision: str = "float32", seed: int | None = None) -> None:
+        from .tf_compat import tf, tf1
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        self.spec = spec
+        self.checkpoint = Path(checkpoint)
+        self.precision = precision
+        scope = _scope_in_checkpoint(spec, self.checkpoint)
+
+        self._graph = tf.Graph()
+        with self._graph.as_default():
+            if seed is not None:
+                tf1.set_random_seed(seed)
+            self._pixels = tf1.placeholder(tf.float32, [None, None, None, 3], name="pixels")
+            self._labels = tf1.placeholder(tf.int32, [None], name="labels")
+            self._diversity_prob = tf1.placeholder_with_default(0.0, [], name="diversity_prob")
+            self._diversity_scale = tf1.placeholder_with_default(DEFAULT_DIVERSITY_SCALE, [], name="diversity_scale")
+            model_pixels = _resize_to(self._pixels, spec.image_size)
+            model_pixels = _input_diversity(model_pixels, spec.image_size, self._diversity_prob, self._diversity_scale)
+            logits = spec.build_logits(spec.preprocess(model_pixels), scope)
+            self._logits = tf.cast(logits[:, spec.label_offset :], tf.float32)
+            loss = tf.reduce_sum(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=self._labels - 1, logits=self._logits)
+            )
+            self._gradient = tf.gradients(loss, self._pixels)[0]
+            variables = tf1.global_variables()
+            saver = tf1.train.Saver(var_list=variables)
+            self._graph.finalize()
+        self._session = tf1.Session(graph=self._graph, config=_session_config(precision))
+        try:
+            with self._graph.as_default():
+                saver.restore(self._session, str(self.checkpoint))
+        except (tf.errors.OpError, ValueError) as error:
+            self._session.close()
+            first_line = str(getattr(error, "message", error)).strip().splitlines()[0]
+            raise CheckpointError(f"cannot restore {spec.name} from {self.checkpoint}: {first_line}") from None
+
+    @classmethod
+    def create(
+        cls, model_name: str, checkpoint: Path | None = None, *, precision: str = "float32", seed: int | None = None
+    ) -> "Classifier":
+        """Build ``model_name`` from the registry and restore ``checkpoint`` (default: the model's own)."""
+        spec = get_model_spec(model_name)
+        return cls(spec, resolve_checkpoint(spec, checkpoint), precision=precision, seed=seed)
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """``(batch, 1000)`` float32 logits for pixels 0..255; column i is label i + 1."""
+        return self._session.run(self._logits, {self._pixels: _as_float_pixels(pixels)})
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """``(batch,)`` int64 labels 1..1000 (the argmax)."""
+        return np.argmax(self.logits(pixels), axis=1) + 1
+
+    def loss_gradient(
+        self,
+        pixels: np.ndarray,
+        labels: np.ndarray,
+        *,
+        diversity_prob: float = 0.0,
+        diversity_scale: float = DEFAULT_DIVERSITY_SCALE,
+    ) -> np.ndarray:
+        """Gradient of the summed cross-entropy toward ``labels`` (1..1000) w.r.t. the pixels.
+
+        Same shape as ``pixels``, float32, in pixel units. With ``diversity_prob`` > 0 the model
+        sees, with that probability, a randomly resized and padded copy (input diversity, one
+        draw per call); the gradient flows back through that transform and through the resize
+        to the model's input size.
+        """
+        labels = np.asarray(labels, dtype=np.int32)
+        if labels.shape != (len(pixels),) or labels.min(initial=1) < 1 or labels.max(initial=1) > NUM_LABELS:
+            raise ValueError(f"labels must be {len(pixels)} integers 1..{NUM_LABELS}")
+        feed = {
+            self._pixels: _as_float_pixels(pixels),
+            self._labels: labels,
+            self._diversity_prob: float(diversity_prob),
+            self._diversity_scale: float(diversity_scale),
+        }
+        return self._session.run(self._gradient, feed)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> "Classifier":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.close()
+
+
+def _as_float_pixels(pixels: np.ndarray) -> np.ndarray:
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 4 or pixels.shape[3] != 3:
+        raise ValueError(f"expected pixels of shape (batch, height, width, 3), got {pixels.shape}")
+    return pixels.astype(np.float32, copy=False)
+
+
+def _session_config(precision: str):
+    from .tf_compat import tf1
+    from tensorflow.core.protobuf import rewriter_config_pb2
+
+    config = tf1.ConfigProto()
+    config.gpu_options.allow_growth = True
+    threads = os.environ.get("NIPS_ADV_THREADS")
+    if threads:
+        config.intra_op_parallelism_threads = int(threads)
+    if precision == "bfloat16":
+        # oneDNN's graph rewrite runs convolutions and matmuls in bfloat16 on CPUs that support it.
+        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
+    return config
+
+
+def _resize_to(pixels, size: int):
+    """Bilinear (antialiased) resize to ``size`` x ``size`` unless the input already has that size."""
+    from .tf_compat import tf
+
+    spatial = tf.shape(pixels)[1:3]
+    resized = tf.cond(
+        tf.reduce_all(tf.equal(spatial, [size, size])),
+        lambda: pixels,
+        lambda: tf.image.resize(pixels, [size, size], method="bilinear", antialias=True),
+    )
+    resized.set_shape([None, size, size, 3])
+    return resized
+
+
+def _input_diversity(pixels, size: int, probability, scale):
+    """Xie et al.'s input diversity: with ``probability``, resize to a random side in [size, size*scale),
+    pad randomly to size*scale, and resize back to ``size`` so every model keeps its input shape."""
+    from .tf_compat import tf
+
+    def diversify():
+        padded_size = tf.cast(tf.round(size * scale), tf.int32)
+        side = tf.random.uniform([], size, tf.maximum(padded_size, size + 1), dtype=tf.int32)
+        rescaled = tf.image.resize(pixels, [side, side], method="nearest")
+        room = padded_size - side
+        top = tf.random.uniform([], 0, room + 1, dtype=tf.int32)
+        left = tf.random.uniform([], 0, room + 1, dtype=tf.int32)
+        padded = tf.pad(rescaled, [[0, 0], [top, room - top], [left, room - left], [0, 0]])
+        return tf.image.resize(padded, [size, size], method="bilinear")
+
+    diverse = tf.cond(tf.random.uniform([]) < probability, diversify, lambda: pixels)
+    diverse.set_shape([None, size, size, 3])
+    return diverse
+
+
+def _scope_in_checkpoint(spec: ModelSpec, checkpoint: Path) -> str:
+    """The variable scope to build ``spec`` under so that its variables match ``checkpoint``.
+
+    Normally ``spec.scope``; a copy renamed by ``nips-adv download checkpoint --scope`` is
+    recognised by its top-level scope. A checkpoint of another model fails here, with one line.
+    """
+    from .tf_compat import tf
+
+    try:
+        reader = tf.compat.v1.train.NewCheckpointReader(str(checkpoint))
+    except (tf.errors.OpError, ValueError) as error:
+        first_line = str(getattr(error, "message", error)).strip().splitlines()[0]
+        raise CheckpointError(f"cannot read checkpoint {checkpoint}: {first_line}") from None
+    scopes = sorted({name.split("/", 1)[0] for name in reader.get_variable_to_shape_map()})
+    if spec.scope in scopes:
+        return spec.scope
+    if len(scopes) == 1 and any(name.startswith(f"{scopes[0]}/") for name in reader.get_variable_to_shape_map()):
+        holds = scopes[0]
+        if _looks_like(spec, reader, holds):
+            return holds
+    raise CheckpointError(
+        f"checkpoint {checkpoint} is not a {spec.name} checkpoint: it has no variables under "
+        f"'{spec.scope}/' (it holds {', '.join(repr(s) for s in scopes[:5]) or 'no variables'})"
+    )
+
+
+def _looks_like(spec: ModelSpec, reader, scope: str) -> bool:
+    """Whether the checkpoint's variables under ``scope`` carry the names ``spec`` builds under its own scope."""
+    from .tf_compat import tf, tf1
+
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf1.placeholder(tf.float32, [1, spec.image_size, spec.image_size, 3])
+        spec.build_logits(images, spec.scope)
+        expected = {variable.op.name.split("/", 1)[1] for variable in tf1.global_variables()}
+    present = {name.split("/", 1)[1] for name in reader.get_variable_to_shape_map() if name.startswith(f"{scope}/")}
+    return expected <= present

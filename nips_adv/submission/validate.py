@@ -1,0 +1,373 @@
+"""The submission validator: the organisers' checks, a trial run as they would do it, and more.
+
+Steps (each failure is a finding naming the file or member):
+1. extract the archive safely (kind by extension, size limits, no member outside the folder);
+2. find the submission folder (top level or one folder) and check ``metadata.json``;
+3. generate random 299x299 images ``IMG0000.png``... (and ``target_class.csv`` for targeted
+   attacks) and an epsilon from {4, 8, 12, 16};
+4. run the entry point as the organisers do, killed past the time limit;
+5. check the outputs: every image present, PNG, 299x299 RGB, within epsilon (attacks); every
+   image classified with a label 1..1000 (defenses); the inputs left untouched.
+Everything happens inside one temporary folder, removed at the end unless ``keep``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..archives import ArchiveError, extract_archive, find_submission_root
+from ..contract.constants import (
+    ATTACK_TYPES,
+    BATCH_IMAGES,
+    BATCH_TIME_LIMIT_S,
+    COMPETITION_EPSILONS,
+    IMAGE_SIZE,
+    MAX_ARCHIVE_BYTES,
+    MAX_UNPACKED_BYTES,
+    NUM_LABELS,
+    SUBMISSION_TYPES,
+    TARGET_CLASS_FILE,
+)
+from ..contract.csv_files import ContractFileError, read_label_file, write_label_file
+from ..contract.epsilon import max_perturbation
+from ..contract.images import ImageReadError, read_png, write_png
+from .metadata import SubmissionError, SubmissionMetadata, read_metadata
+from .runner import RunResult, Runner, RunnerError, docker_available, run_attack_submission, run_defense_submission
+
+VALID, INVALID, COULD_NOT_RUN = 0, 1, 2
+"""Exit statuses of ``nips-adv validate``."""
+
+DEFENSE_RESULT_FILE = "result.csv"
+_PREFIXES = {"info": "- ", "warning": "WARNING: ", "error": "ERROR: "}
+_SLOW_FRACTION = 0.8
+_LISTED = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the report: ``level`` is ``"error"``, ``"warning"`` or ``"info"``."""
+
+    level: str
+    message: str
+
+
+@dataclass
+class ValidationReport:
+    """What the validator found. ``status`` is VALID, INVALID or COULD_NOT_RUN (the exit status)."""
+
+    archive: Path
+    submission_type: str
+    findings: list[Finding] = field(default_factory=list)
+    could_not_run: bool = False
+    metadata: SubmissionMetadata | None = None
+    epsilon: int | None = None
+    seed: int | None = None
+    num_images: int = 0
+    run: RunResult | None = None
+    work_dir: Path | None = None
+    """The temporary folder, when kept."""
+
+    @property
+    def errors(self) -> list[str]:
+        return [finding.message for finding in self.findings if finding.level == "error"]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [finding.message for finding in self.findings if finding.level == "warning"]
+
+    @property
+    def status(self) -> int:
+        if self.could_not_run:
+            return COULD_NOT_RUN
+        return INVALID if self.errors else VALID
+
+    def error(self, message: str) -> None:
+        self.findings.append(Finding("error", message))
+
+    def warning(self, message: str) -> None:
+        self.findings.append(Finding("warning", message))
+
+    def info(self, message: str) -> None:
+        self.findings.append(Finding("info", message))
+
+    def lines(self) -> list[str]:
+        """The report as text lines, ending with the verdict."""
+        lines = [f"{self.archive}: {self.submission_type} submission"]
+        lines += [f"  {_PREFIXES[finding.level]}{finding.message}" for finding in self.findings]
+        verdict = {
+            VALID: "VALID",
+            INVALID: f"INVALID ({len(self.errors)} error{'s' if len(self.errors) != 1 else ''})",
+            COULD_NOT_RUN: "COULD NOT RUN the check (not a verdict on the submission)",
+        }[self.status]
+        lines.append(f"{self.archive.name}: {verdict}")
+        return lines
+
+
+def validate_submission(
+    archive: Path,
+    *,
+    submission_type: str,
+    epsilon: int | None = None,
+    seed: int | None = None,
+    num_images: int = BATCH_IMAGES,
+    time_limit: float = BATCH_TIME_LIMIT_S,
+    runner: Runner = Runner(),
+    keep: bool = False,
+    max_archive_bytes: int = MAX_ARCHIVE_BYTES,
+    max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
+    progress: Callable[[str], None] | None = None,
+) -> ValidationReport:
+    """Validate ``archive`` as a ``submission_type`` submission; never raises for a bad submission.
+
+    ``epsilon`` None draws one of COMPETITION_EPSILONS; ``seed`` None draws a seed (reported,
+    so the run can be repeated). ``num_images`` random images (the organisers use 100) are
+    given ``time_limit`` seconds. With ``keep`` the temporary folder stays and is reported.
+    ``progress`` receives a line before each slow step.
+    """
+    if submission_type not in SUBMISSION_TYPES:
+        raise ValueError(f"unknown submission type {submission_type!r}; expected one of {', '.join(SUBMISSION_TYPES)}")
+    report = ValidationReport(archive=Path(archive), submission_type=submission_type, num_images=num_images)
+    report.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+    work_dir = Path(tempfile.mkdtemp(prefix="nips_adv_validate_"))
+    try:
+        _validate_in(
+            work_dir, report, epsilon, time_limit, runner, max_archive_bytes, max_unpacked_bytes, progress or (lambda _: None)
+        )
+    except RunnerError as error:
+        report.could_not_run = True
+        report.error(f"could not run the entry point: {error}")
+    finally:
+        if keep:
+            report.work_dir = work_dir
+            report.info(f"work folder kept: {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    return report
+
+
+def _validate_in(
+    work_dir: Path,
+    report: ValidationReport,
+    epsilon: int | None,
+    time_limit: float,
+    runner: Runner,
+    max_archive_bytes: int,
+    max_unpacked_bytes: int,
+    progress: Callable[[str], None],
+) -> None:
+    progress(f"extracting {report.archive.name}")
+    try:
+        extracted = extract_archive(
+            report.archive, work_dir / "extracted", max_archive_bytes=max_archive_bytes, max_unpacked_bytes=max_unpacked_bytes
+        )
+        submission_dir = find_submission_root(extracted)
+    except ArchiveError as error:
+        report.error(str(error))
+        return
+    report.info(f"extracted; submission folder: {submission_dir.relative_to(extracted).as_posix() or '(top level)'}")
+
+    try:
+        metadata, warnings = read_metadata(submission_dir, expected_type=report.submission_type)
+    except SubmissionError as error:
+        report.error(str(error).replace(str(work_dir / "extracted") + "/", ""))
+        return
+    report.metadata = metadata
+    for warning in warnings:
+        report.warning(warning.replace(str(work_dir / "extracted") + "/", ""))
+    image = metadata.container_gpu if runner.gpu else metadata.container
+    report.info(f"metadata.json: entry point {metadata.entry_point}, image {image}")
+    if runner.kind == "docker" and not docker_available():
+        raise RunnerError("no Docker engine answers (`docker info` failed); validate without --docker to run it directly")
+
+    rng = np.random.default_rng(report.seed)
+    report.epsilon = int(epsilon) if epsilon is not None else int(rng.choice(COMPETITION_EPSILONS))
+    input_dir = work_dir / "input_images"
+    clean = _write_inputs(input_dir, report.num_images, rng, targeted=report.submission_type == "targeted_attack")
+    input_digest = _digest(input_dir)
+    input_dir.chmod(0o555)  # the organisers mount it read-only
+    where = f"in Docker ({image})" if runner.kind == "docker" else "locally" + (" without network" if runner.offline else "")
+    detail = f", eps {report.epsilon}" if report.submission_type in ATTACK_TYPES else ""
+    report.info(
+        f"trial run {where}: {report.num_images} random {IMAGE_SIZE}x{IMAGE_SIZE} images{detail}, "
+        f"seed {report.seed}, time limit {time_limit:g} s"
+    )
+
+    log_dir = work_dir / "logs"
+    progress(f"running {metadata.entry_point} on {report.num_images} images (time limit {time_limit:g} s)")
+    if report.submission_type in ATTACK_TYPES:
+        output_dir = work_dir / "output_images"
+        output_dir.mkdir()
+        run = run_attack_submission(
+            submission_dir, metadata, input_dir, output_dir, report.epsilon, time_limit=time_limit, log_dir=log_dir, runner=runner
+        )
+    else:
+        output_file = work_dir / "output_data" / DEFENSE_RESULT_FILE
+        output_file.parent.mkdir()
+        run = run_defense_submission(
+            submission_dir, metadata, input_dir, output_file, time_limit=time_limit, log_dir=log_dir, runner=runner
+        )
+    report.run = run
+    _check_run(report, run, time_limit)
+    if report.submission_type in ATTACK_TYPES:
+        _check_attack_outputs(report, clean, output_dir)
+    else:
+        _check_defense_output(report, list(clean), output_file)
+    input_dir.chmod(0o755)
+    if _digest(input_dir) != input_digest:
+        report.error("the entry point changed its input images (the organisers mount them read-only)")
+
+
+def _write_inputs(folder: Path, count: int, rng: np.random.Generator, *, targeted: bool) -> dict[str, np.ndarray]:
+    """``count`` random uint8 images ``IMG0000.png``... as the organisers' validator makes them."""
+    folder.mkdir()
+    images = {}
+    for index in range(count):
+        name = f"IMG{index:04d}.png"
+        pixels = rng.integers(0, 256, size=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        write_png(pixels, folder / name)
+        (folder / name).chmod(0o644)  # readable by the image's non-root user too
+        images[name] = pixels
+    if targeted:
+        write_label_file(folder / TARGET_CLASS_FILE, {name: int(rng.integers(1, NUM_LABELS + 1)) for name in images})
+        (folder / TARGET_CLASS_FILE).chmod(0o644)
+    return images
+
+
+def _digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes() if path.is_file() else b"<not a file>")
+    return digest.hexdigest()
+
+
+def _check_run(report: ValidationReport, run: RunResult, time_limit: float) -> None:
+    if run.ok:
+        report.info(f"entry point {run.describe()}")
+        if run.seconds > _SLOW_FRACTION * time_limit:
+            report.warning(f"the run took {run.seconds:.0f} s, over {_SLOW_FRACTION:.0%} of the {time_limit:g} s limit")
+        return
+    if run.timed_out:
+        report.error(
+            f"entry point exceeded the time limit of {time_limit:g} s for {report.num_images} images and was killed "
+            "with its processes"
+        )
+    elif run.start_error is not None:
+        hint = " (does it start with a #! line?)" if "Exec format" in run.start_error else ""
+        report.error(f"entry point could not be started: {run.start_error}{hint}")
+    else:
+        report.error(f"entry point {run.describe()}")
+    tail = run.stderr_tail()
+    if tail:
+        report.info("last lines of its stderr:\n" + "\n".join(f"      {line}" for line in tail))
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:_LISTED]) + (f" and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
+
+
+def _check_attack_outputs(report: ValidationReport, clean: dict[str, np.ndarray], output_dir: Path) -> None:
+    epsilon = report.epsilon
+    assert epsilon is not None
+    missing, unreadable, wrong_format, wrong_size, wrong_mode, over = [], [], [], [], [], []
+    worst_name, worst = "", 0
+    largest = 0
+    unchanged = 0
+    for name, pixels in clean.items():
+        path = output_dir / name
+        if not path.is_file():
+            missing.append(name)
+            continue
+        problem = _image_problem(path)
+        if problem is not None:
+            kind, message = problem
+            {"unreadable": unreadable, "format": wrong_format, "size": wrong_size, "mode": wrong_mode}[kind].append(message)
+            if kind in ("unreadable", "size"):
+                continue
+        try:
+            adversarial = read_png(path)
+        except ImageReadError as error:
+            unreadable.append(str(error))
+            continue
+        distance = max_perturbation(adversarial, pixels)
+        largest = max(largest, distance)
+        unchanged += distance == 0
+        if distance > epsilon:
+            over.append(name)
+            if distance > worst:
+                worst_name, worst = name, distance
+    total = len(clean)
+    if missing:
+        report.error(f"{len(missing)} of {total} output images missing: {_listed(missing)}")
+    for label, problems in (
+        ("unreadable", unreadable),
+        ("not PNG", wrong_format),
+        (f"not {IMAGE_SIZE}x{IMAGE_SIZE} (the organisers would resize them)", wrong_size),
+        ("not RGB", wrong_mode),
+    ):
+        if problems:
+            report.error(f"{len(problems)} output image(s) {label}: {_listed(problems)}")
+    if over:
+        report.error(
+            f"{len(over)} output image(s) exceed eps {epsilon} (the organisers would clip them): {_listed(over)}; "
+            f"worst {worst_name} by {worst - epsilon} (max |adv - clean| = {worst})"
+        )
+    written = total - len(missing)
+    if written:
+        report.info(f"{written} of {total} images written; largest change {largest} (eps {epsilon}); {unchanged} unchanged")
+    extra = sorted(path.name for path in output_dir.iterdir() if path.name not in clean)
+    if extra:
+        report.warning(f"{len(extra)} unexpected file(s) in the output folder: {_listed(extra)}")
+
+
+def _image_problem(path: Path) -> tuple[str, str] | None:
+    """The first format problem of an output image, as (kind, message), or None."""
+    try:
+        with Image.open(path) as image:
+            image_format, mode, size = image.format, image.mode, image.size
+    except (UnidentifiedImageError, OSError) as error:
+        return "unreadable", f"{path.name} ({error})"
+    if size != (IMAGE_SIZE, IMAGE_SIZE):
+        return "size", f"{path.name} is {size[0]}x{size[1]}"
+    if image_format != "PNG":
+        return "format", f"{path.name} is {image_format}"
+    if mode != "RGB":
+        return "mode", f"{path.name} is {mode}"
+    return None
+
+
+def _check_defense_output(report: ValidationReport, names: list[str], output_file: Path) -> None:
+    if not output_file.is_file():
+        report.error(f"{DEFENSE_RESULT_FILE} not written (the entry point's second argument is the file to write)")
+        return
+    try:
+        result = read_label_file(output_file)
+    except ContractFileError as error:
+        report.error(str(error))
+        return
+    for problem in _strip_folder(result.problems, output_file):
+        report.error(problem)
+    missing = [name for name in names if name not in result.labels]
+    if missing:
+        report.error(f"{DEFENSE_RESULT_FILE}: {len(missing)} of {len(names)} images not classified: {_listed(missing)}")
+    extra = sorted(set(result.labels) - set(names))
+    if extra:
+        report.warning(f"{DEFENSE_RESULT_FILE}: {len(extra)} row(s) for unknown images: {_listed(extra)}")
+    classified = len(names) - len(missing)
+    if classified:
+        distinct = len({result.labels[name] for name in names if name in result.labels})
+        report.info(f"{classified} of {len(names)} images classified ({distinct} distinct label{'s' if distinct != 1 else ''})")
+
+
+def _strip_folder(problems: list[str], output_file: Path) -> Iterator[str]:
+    for problem in problems:
+        yield problem.replace(str(output_file), DEFENSE_RESULT_FILE)

@@ -1,0 +1,14 @@
+#!/bin/bash
+# Targeted attack entry point. The organisers call it from the submission folder (/code):
+#   ./run_attack.sh INPUT_DIR OUTPUT_DIR MAX_EPSILON
+# INPUT_DIR also holds target_class.csv. The checkpoint ships in this folder and is passed
+# explicitly: nothing is fetched at run time.
+set -euo pipefail
+if [ "$#" -ne 3 ]; then
+    echo "usage: $0 INPUT_DIR OUTPUT_DIR MAX_EPSILON" >&2
+    exit 2
+fi
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=model.env
+source "$HERE/model.env"
+exec nips-targeted-attack "$1" "$2" "$3" --model "$MODEL" --checkpoint "$HERE/$CHECKPOINT" --quiet "${TOOL_OPTIONS[@]}"

@@ -1,0 +1,158 @@
+"""``nips-adv package``: archive contents and modes, the entry point's command line, and end to end with validate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from nips_adv.archives import ArchiveError, extracted_archive, find_submission_root
+from nips_adv.cli.submission import package_command, validate_command
+from nips_adv.models import CheckpointError
+from nips_adv.submission.metadata import SubmissionError, read_metadata
+from nips_adv.submission.package import DEFAULT_IMAGE, TEMPLATES_DIR, gpu_image_for, package_submission
+from nips_adv.submission.validate import VALID
+
+ENTRY_POINTS = {"attack": "run_attack.sh", "targeted_attack": "run_attack.sh", "defense": "run_defense.sh"}
+TOOLS = {"attack": "nips-attack", "targeted_attack": "nips-targeted-attack", "defense": "nips-defense"}
+
+
+@pytest.fixture
+def fake_checkpoint(tmp_path: Path) -> Path:
+    """A checkpoint's file set (contents irrelevant to packaging): one index, two data shards."""
+    prefix = tmp_path / "ckpt" / "my_model.ckpt"
+    prefix.parent.mkdir()
+    Path(f"{prefix}.index").write_bytes(b"index")
+    Path(f"{prefix}.data-00000-of-00002").write_bytes(os.urandom(5000))
+    Path(f"{prefix}.data-00001-of-00002").write_bytes(os.urandom(100))
+    return prefix
+
+
+def test_templates_are_complete_submissions() -> None:
+    for submission_type, entry_point in ENTRY_POINTS.items():
+        folder = TEMPLATES_DIR / submission_type
+        metadata, warnings = read_metadata(folder, expected_type=submission_type)
+        assert metadata.entry_point == entry_point and warnings == []
+        assert (metadata.container, metadata.container_gpu) == (DEFAULT_IMAGE, gpu_image_for(DEFAULT_IMAGE))
+        script = (folder / entry_point).read_text()
+        assert script.startswith("#!/bin/bash\n") and "set -euo pipefail" in script
+        assert f"exec {TOOLS[submission_type]} " in script and '--checkpoint "$HERE/$CHECKPOINT"' in script
+        assert (folder / "model.env").is_file()
+
+
+@pytest.mark.parametrize("image, expected", [("nips-adv:0.1.0", "nips-adv:0.1.0-gpu"), ("me/attack", "me/attack:latest-gpu"), ("localhost:5000/a:v2", "localhost:5000/a:v2-gpu"), ("localhost:5000/a", "localhost:5000/a:latest-gpu")])
+def test_gpu_image_names(image: str, expected: str) -> None:
+    assert gpu_image_for(image) == expected
+
+
+@pytest.mark.parametrize("submission_type, name", [("attack", "a.zip"), ("targeted_attack", "t.tar.gz"), ("defense", "d.tar")])
+def test_archive_contents(tmp_path: Path, fake_checkpoint: Path, submission_type: str, name: str) -> None:
+    packaged = package_submission(
+        submission_type, tmp_path / "out" / name, checkpoint=fake_checkpoint, image="me/attack:v1", tool_options=["--method", "it's fine"]
+    )
+    entry_point = ENTRY_POINTS[submission_type]
+    expected = {entry_point, "metadata.json", "model.env", "my_model.ckpt.index", "my_model.ckpt.data-00000-of-00002", "my_model.ckpt.data-00001-of-00002"}
+    assert set(packaged.members) == expected
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [name]  # no temporary file left
+    with extracted_archive(packaged.archive) as folder:
+        root = find_submission_root(folder)
+        assert root == folder  # files at the top level
+        assert {path.name for path in root.iterdir()} == expected
+        metadata, warnings = read_metadata(root, expected_type=submission_type)
+        assert warnings == [] and (metadata.container, metadata.container_gpu) == ("me/attack:v1", "me/attack:v1-gpu")
+        assert (root / entry_point).stat().st_mode & 0o777 == 0o755
+        assert (root / "my_model.ckpt.data-00000-of-00002").read_bytes() == Path(f"{fake_checkpoint}.data-00000-of-00002").read_bytes()
+        assert "MODEL=inception_v3\nCHECKPOINT=my_model.ckpt\nTOOL_OPTIONS=(--method 'it'\"'\"'s fine')\n" in (root / "model.env").read_text()
+    if name.endswith(".tar"):
+        with tarfile.open(packaged.archive) as bundle:
+            assert {member.uname for member in bundle.getmembers()} == {""}
+
+
+def test_entry_point_calls_the_tool_like_the_organisers(tmp_path: Path, fake_checkpoint: Path) -> None:
+    """Run each packaged entry point with a stand-in tool on PATH that prints its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in TOOLS.values():
+        (bin_dir / tool).write_text(f'#!/bin/sh\nprintf "%s\\n" {tool} "$@"\n')
+        (bin_dir / tool).chmod(0o755)
+    environment = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for submission_type, entry_point in ENTRY_POINTS.items():
+        packaged = package_submission(
+            submission_type, tmp_path / f"{submission_type}.zip", checkpoint=fake_checkpoint, tool_options=["--iterations", "2 3"]
+        )
+        with extracted_archive(packaged.archive) as folder:
+            arguments = ["/input_images", "/output_data/result.csv"] if submission_type == "defense" else ["/in", "/out", "16"]
+            done = subprocess.run([f"./{entry_point}", *arguments], cwd=folder, env=environment, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.splitlines() == [
+                TOOLS[submission_type], *arguments, "--model", "inception_v3", "--checkpoint", f"{folder}/my_model.ckpt",
+                "--quiet", "--iterations", "2 3",
+            ]  # fmt: skip
+            wrong = subprocess.run([f"./{entry_point}"], cwd=folder, env=environment, capture_output=True, text=True)
+            assert wrong.returncode == 2 and "usage:" in wrong.stderr
+
+
+def test_package_errors(tmp_path: Path, fake_checkpoint: Path) -> None:
+    Path(f"{fake_checkpoint}.data-00001-of-00002").unlink()
+    Path(f"{fake_checkpoint}.data-00000-of-00002").unlink()
+    with pytest.raises(CheckpointError, match="incomplete"):
+        package_submission("attack", tmp_path / "a.zip", checkpoint=fake_checkpoint)
+    with pytest.raises(CheckpointError, match="not found"):
+        package_submission("attack", tmp_path / "a.zip", checkpoint=tmp_path / "nothing.ckpt")
+    with pytest.raises(SubmissionError, match="--image 'Bad Name' is not a valid Docker image name"):
+        package_submission("attack", tmp_path / "a.zip", checkpoint=fake_checkpoint, image="Bad Name")
+    with pytest.raises(ArchiveError, match="unsupported archive type"):
+        package_submission("attack", tmp_path / "a.rar", checkpoint=fake_checkpoint)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_package_cli(tmp_path: Path, fake_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    out = tmp_path / "defense.zip"
+    result = runner.invoke(package_command, ["defense", "--checkpoint", str(fake_checkpoint), "--image", "me/d:1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out}" in result.output and "images me/d:1 / me/d:1-gpu" in result.output
+    with zipfile.ZipFile(out) as bundle:
+        assert json.loads(bundle.read("metadata.json"))["container"] == "me/d:1"
+
+    # No --checkpoint: the model's default one, which is not there; a one-line how-to, exit 2.
+    monkeypatch.setenv("NIPS_ADV_CHECKPOINTS", str(tmp_path / "empty"))
+    result = runner.invoke(package_command, ["attack", "-o", str(tmp_path / "x.zip")])
+    assert result.exit_code == 2 and "nips-adv package: error: no checkpoint" in result.output
+    result = runner.invoke(package_command, ["attack", "--tool-options", "'unclosed", "-o", str(tmp_path / "x.zip")])
+    assert result.exit_code == 2 and "No closing quotation" in result.output
+    assert not (tmp_path / "x.zip").exists()
+
+
+@pytest.mark.parametrize(
+    "submission_type, name, tool_options",
+    [
+        ("attack", "attack.zip", "--method fgsm"),
+        ("targeted_attack", "targeted_attack.tar.gz", "--method i-fgsm --iterations 2"),
+        ("defense", "defense.tar", ""),
+    ],
+)
+def test_packaged_submissions_validate_end_to_end(
+    tmp_path: Path, inception_v3_checkpoint: Path, submission_type: str, name: str, tool_options: str
+) -> None:
+    """The real entry-point scripts call the real tools on a random-weight Inception V3 (2 images, 2-core CPU)."""
+    runner = CliRunner()
+    archive = tmp_path / name
+    result = runner.invoke(
+        package_command,
+        [submission_type, "--checkpoint", str(inception_v3_checkpoint), "--tool-options", tool_options, "-o", str(archive)],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        validate_command, [str(archive), "--type", submission_type, "--num-images", "2", "--seed", "3", "--time-limit", "300"]
+    )
+    assert result.exit_code == VALID, result.output
+    assert result.output.rstrip().endswith(f"{name}: VALID")
+    detail = "2 of 2 images classified" if submission_type == "defense" else "2 of 2 images written"
+    assert detail in result.output

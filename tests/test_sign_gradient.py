@@ -1,0 +1,128 @@
+"""The sign-gradient loop against a numpy model whose gradients the test controls."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+from nips_adv.attacks.sign_gradient import (
+    METHODS,
+    SignGradientConfig,
+    gaussian_kernel_1d,
+    gaussian_smooth,
+    method_config,
+    sign_gradient_attack,
+)
+from nips_adv.contract.epsilon import max_perturbation
+
+
+class ScriptedModel:
+    """Returns the scripted gradients in turn, and records what it was asked."""
+
+    def __init__(self, gradients: list[np.ndarray]) -> None:
+        self.gradients = gradients
+        self.calls: list[dict] = []
+
+    def loss_gradient(self, pixels, labels, *, diversity_prob=0.0, diversity_scale=1.0):
+        self.calls.append({"pixels": pixels.copy(), "labels": labels, "diversity_prob": diversity_prob})
+        return self.gradients[(len(self.calls) - 1) % len(self.gradients)]
+
+
+def _clean(shape=(2, 6, 5, 3), seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def test_fgsm_is_one_step_of_eps_along_the_gradient_sign() -> None:
+    clean = _clean()
+    gradient = np.random.default_rng(1).normal(size=clean.shape).astype(np.float32)
+    model = ScriptedModel([gradient])
+    adversarial = sign_gradient_attack(model, clean, 8, labels=np.array([1, 2]), targeted=False, config=METHODS["fgsm"])
+    expected = np.clip(clean.astype(np.int32) + 8 * np.sign(gradient).astype(np.int32), 0, 255)
+    assert np.array_equal(adversarial, expected)
+    assert len(model.calls) == 1
+
+
+def test_targeted_descends_the_loss_toward_the_target() -> None:
+    clean = np.full((1, 2, 2, 3), 100, np.uint8)
+    gradient = np.ones(clean.shape, np.float32)
+    model = ScriptedModel([gradient])
+    adversarial = sign_gradient_attack(model, clean, 4, labels=np.array([7]), targeted=True, config=METHODS["fgsm"])
+    assert np.all(adversarial == 96)
+    assert model.calls[0]["labels"].tolist() == [7]
+
+
+def _reference_mi_fgsm(clean, gradients, eps, iterations, decay):
+    """Dong et al.'s update written out directly: g = mu g + grad / ||grad||_1 (per image), x += a sign(g)."""
+    x = clean.astype(np.float64)
+    lower, upper = np.maximum(x - eps, 0), np.minimum(x + eps, 255)
+    g = np.zeros_like(x)
+    alpha = eps / iterations
+    for step in range(iterations):
+        grad = gradients[step % len(gradients)].astype(np.float64)
+        norm = np.abs(grad).reshape(len(grad), -1).mean(axis=1).reshape(-1, 1, 1, 1)
+        g = decay * g + grad / norm
+        x = np.clip(x + alpha * np.sign(g), lower, upper)
+    return np.rint(x).astype(np.uint8)
+
+
+def test_momentum_matches_the_published_update() -> None:
+    clean = _clean(seed=3)
+    rng = np.random.default_rng(4)
+    # The second image's gradients differ in scale by 1000x: L1 normalisation must make that irrelevant.
+    gradients = [rng.normal(size=clean.shape).astype(np.float32) * np.array([1, 1000]).reshape(2, 1, 1, 1) for _ in range(3)]
+    config = SignGradientConfig(iterations=5, decay=1.0)
+    adversarial = sign_gradient_attack(ScriptedModel(gradients), clean, 10, labels=np.array([1, 1]), targeted=False, config=config)
+    assert np.array_equal(adversarial, _reference_mi_fgsm(clean, gradients, 10, 5, 1.0))
+
+
+class BoundCase(NamedTuple):
+    method: str
+    eps: float
+
+
+@pytest.mark.parametrize("case", [BoundCase(method, eps) for method in METHODS for eps in (0, 1, 4, 7.5, 16, 255)])
+def test_every_method_respects_the_bound(case: BoundCase) -> None:
+    clean = _clean(shape=(2, 9, 9, 3), seed=5)
+    clean[0, 0, 0] = [0, 255, 0]
+    gradients = [np.random.default_rng(seed).normal(size=clean.shape).astype(np.float32) for seed in range(3)]
+    config = method_config(case.method, step_size=3.3)
+    adversarial = sign_gradient_attack(ScriptedModel(gradients), clean, case.eps, labels=np.array([1, 2]), targeted=False, config=config)
+    assert adversarial.dtype == np.uint8 and adversarial.shape == clean.shape
+    assert max_perturbation(adversarial, clean) <= case.eps
+    if case.eps == 0:
+        assert np.array_equal(adversarial, clean)
+
+
+def test_input_diversity_probability_reaches_the_model() -> None:
+    clean = _clean()
+    model = ScriptedModel([np.ones(clean.shape, np.float32)])
+    sign_gradient_attack(model, clean, 4, labels=np.array([1, 1]), targeted=False, config=METHODS["di-mi-fgsm"])
+    assert [call["diversity_prob"] for call in model.calls] == [0.5] * 10
+
+
+def test_translation_invariance_equals_a_2d_gaussian_convolution() -> None:
+    gradient = np.random.default_rng(6).normal(size=(2, 11, 9, 3)).astype(np.float32)
+    size, sigmas = 5, 3.0
+    kernel_1d = gaussian_kernel_1d(size, sigmas)
+    kernel = np.outer(kernel_1d, kernel_1d)
+    assert kernel.sum() == pytest.approx(1.0)
+    padded = np.pad(gradient, [(0, 0), (2, 2), (2, 2), (0, 0)])
+    expected = np.zeros_like(gradient)
+    for row in range(size):
+        for column in range(size):
+            expected += kernel[row, column] * padded[:, row : row + 11, column : column + 9]
+    np.testing.assert_allclose(gaussian_smooth(gradient, size, sigmas), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_method_overrides_and_validation() -> None:
+    assert method_config("mi-fgsm", iterations=20).iterations == 20
+    assert method_config("mi-fgsm", iterations=None).iterations == 10
+    assert method_config("fgsm").iterations == 1
+    with pytest.raises(ValueError, match="unknown method"):
+        method_config("pgd")
+    with pytest.raises(ValueError, match="odd"):
+        SignGradientConfig(ti_kernel_size=4)
+    with pytest.raises(ValueError, match="iterations"):
+        SignGradientConfig(iterations=0)

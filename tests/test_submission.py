@@ -1,0 +1,314 @@
+"""metadata.json checks and the runner (local process groups, the organisers' docker command line)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from nips_adv.submission.metadata import SubmissionError, SubmissionMetadata, is_docker_image_name, read_metadata
+from nips_adv.submission.runner import (
+    Runner,
+    RunnerError,
+    docker_command,
+    run_attack_submission,
+    run_defense_submission,
+)
+
+GOOD_METADATA = {
+    "type": "attack",
+    "container": "nips-adv:latest",
+    "container_gpu": "nips-adv:latest-gpu",
+    "entry_point": "run_attack.sh",
+}
+
+
+def write_submission(folder: Path, metadata: object, script: str | None = "#!/bin/sh\nexit 0\n", mode: int = 0o755) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = metadata if isinstance(metadata, str) else json.dumps(metadata)
+    (folder / "metadata.json").write_text(text)
+    entry = metadata.get("entry_point", "run_attack.sh") if isinstance(metadata, dict) else "run_attack.sh"
+    if script is not None and isinstance(entry, str) and entry and "/" not in entry and ".." not in entry:
+        (folder / entry).write_text(script)
+        (folder / entry).chmod(mode)
+    return folder
+
+
+def test_read_good_metadata(tmp_path: Path) -> None:
+    folder = write_submission(tmp_path / "sub", GOOD_METADATA)
+    metadata, warnings = read_metadata(folder, expected_type="attack")
+    assert metadata == SubmissionMetadata(**GOOD_METADATA)
+    assert warnings == []
+    assert json.loads(metadata.to_json()) == GOOD_METADATA
+
+
+def test_metadata_warnings(tmp_path: Path) -> None:
+    document = dict(GOOD_METADATA, entry_point="run.py", comment="hi")
+    folder = write_submission(tmp_path / "sub", document, mode=0o744)
+    _, warnings = read_metadata(folder)
+    assert len(warnings) == 3
+    assert "unknown field(s) ignored: comment" in warnings[0]
+    assert "not executable by everyone" in warnings[1]
+    assert "not a .sh script" in warnings[2]
+
+
+class BadMetadata(NamedTuple):
+    label: str
+    document: object
+    message: str
+    expected_type: str | None = None
+    mode: int = 0o755
+
+
+BAD_METADATA = [
+    BadMetadata("broken-json", '{"type": "attack",', "invalid JSON"),
+    BadMetadata("not-object", "[1, 2]", "must hold a JSON object"),
+    BadMetadata("missing-fields", {"type": "attack"}, "missing field(s) container, container_gpu, entry_point"),
+    BadMetadata("empty-field", dict(GOOD_METADATA, container=""), "field 'container' must be a non-empty string"),
+    BadMetadata("number-field", dict(GOOD_METADATA, entry_point=3), "field 'entry_point' must be a non-empty string, got 3"),
+    BadMetadata("unknown-type", dict(GOOD_METADATA, type="attacker"), "unknown type 'attacker'"),
+    BadMetadata("wrong-type", GOOD_METADATA, "type is 'attack' but the submission is for the 'defense' track", "defense"),
+    BadMetadata("bad-image", dict(GOOD_METADATA, container="My Image"), "container 'My Image' is not a valid Docker image"),
+    BadMetadata("missing-entry", dict(GOOD_METADATA, entry_point="sub/run.sh"), "entry point 'sub/run.sh' not found"),
+    BadMetadata("escaping-entry", dict(GOOD_METADATA, entry_point="../run.sh"), "must be a path inside the submission folder"),
+    BadMetadata("absolute-entry", dict(GOOD_METADATA, entry_point="/bin/sh"), "must be a path inside the submission folder"),
+    BadMetadata("not-executable", GOOD_METADATA, "entry point is not executable", mode=0o644),
+]
+
+
+@pytest.mark.parametrize("case", BAD_METADATA, ids=lambda case: case.label)
+def test_bad_metadata(tmp_path: Path, case: BadMetadata) -> None:
+    folder = write_submission(tmp_path / "sub", case.document, mode=case.mode)
+    with pytest.raises(SubmissionError, match=case.message.replace("(", r"\(").replace(")", r"\)")):
+        read_metadata(folder, expected_type=case.expected_type)
+
+
+def test_missing_metadata_and_entry_point_folder(tmp_path: Path) -> None:
+    with pytest.raises(SubmissionError, match="metadata.json: missing"):
+        read_metadata(tmp_path)
+    folder = write_submission(tmp_path / "sub", dict(GOOD_METADATA, entry_point="bin"), script=None)
+    (folder / "bin").mkdir()
+    with pytest.raises(SubmissionError, match="'bin' is not a file"):
+        read_metadata(folder)
+
+
+def test_entry_point_link_leaving_folder(tmp_path: Path) -> None:
+    folder = write_submission(tmp_path / "sub", dict(GOOD_METADATA, entry_point="run.sh"), script=None)
+    (folder / "run.sh").symlink_to("/bin/true")
+    with pytest.raises(SubmissionError, match="leads outside the submission folder"):
+        read_metadata(folder)
+
+
+@pytest.mark.parametrize(
+    "name, valid",
+    [
+        ("nips-adv:latest", True),
+        ("gcr.io/project/nips_adv:1.0-gpu", True),
+        ("localhost:5000/a/b", True),
+        ("tensorflow/tensorflow@sha256:" + "a" * 64, True),
+        ("Upper:tag", False),
+        ("two words", False),
+        ("name:", False),
+    ],
+)
+def test_docker_image_names(name: str, valid: bool) -> None:
+    assert is_docker_image_name(name) is valid
+
+
+METADATA = SubmissionMetadata(**GOOD_METADATA)
+DEFENSE_METADATA = SubmissionMetadata("defense", "img:cpu", "img:gpu", "run_defense.sh")
+
+
+def make_entry(folder: Path, body: str, name: str = "run_attack.sh") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("#!/bin/sh\n" + body)
+    (folder / name).chmod(0o755)
+    return folder
+
+
+def test_local_attack_run_gets_organisers_arguments(tmp_path: Path) -> None:
+    submission = make_entry(tmp_path / "sub", 'pwd; echo "$@"; echo oops >&2; touch "$2/done.png"\n')
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    result = run_attack_submission(
+        submission, METADATA, tmp_path / "in", tmp_path / "out", 8, time_limit=30, log_dir=tmp_path / "logs"
+    )
+    assert result.ok and result.returncode == 0 and not result.timed_out
+    assert result.command == ["./run_attack.sh", str(tmp_path / "in"), str(tmp_path / "out"), "8"]
+    cwd, arguments = result.stdout_path.read_text().splitlines()
+    assert Path(cwd) == submission.resolve()
+    assert arguments == f"{tmp_path / 'in'} {tmp_path / 'out'} 8"
+    assert result.stderr_tail() == ["oops"]
+    assert (tmp_path / "out" / "done.png").exists()
+    assert "exited 0" in result.describe()
+
+
+def test_local_defense_run_and_exit_status(tmp_path: Path) -> None:
+    submission = make_entry(tmp_path / "sub", 'echo "IMG0000.png,1" > "$2"; exit 3\n', name="run_defense.sh")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    result = run_defense_submission(
+        submission, DEFENSE_METADATA, tmp_path / "in", tmp_path / "out" / "result.csv", time_limit=30, log_dir=tmp_path / "logs"
+    )
+    assert not result.ok and result.returncode == 3
+    assert result.command[1:] == [str(tmp_path / "in"), str(tmp_path / "out" / "result.csv")]
+    assert (tmp_path / "out" / "result.csv").read_text() == "IMG0000.png,1\n"
+    assert "exited with status 3" in result.describe()
+
+
+def test_local_run_finds_console_tools_of_this_python(tmp_path: Path) -> None:
+    submission = make_entry(tmp_path / "sub", 'command -v python\n')
+    result = run_attack_submission(submission, METADATA, tmp_path, tmp_path, 4, time_limit=30, log_dir=tmp_path / "logs")
+    assert result.ok
+    assert Path(result.stdout_path.read_text().strip()).parent == Path(sys.executable).parent
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs, allowing the kernel a moment to finish a SIGKILL."""
+    deadline = time.monotonic() + 3
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _running(pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); check its state.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_time_limit_kills_the_whole_process_tree(tmp_path: Path) -> None:
+    # The entry point starts a grandchild that ignores SIGTERM; both must be gone after the run.
+    submission = make_entry(
+        tmp_path / "sub",
+        "sh -c 'trap \"\" TERM; echo $$ > child.pid; while true; do sleep 0.1; done' &\n"
+        "echo $$ > entry.pid\nwhile true; do sleep 0.1; done\n",
+    )
+    started = time.monotonic()
+    result = run_attack_submission(submission, METADATA, tmp_path, tmp_path, 4, time_limit=1.0, log_dir=tmp_path / "logs")
+    assert result.timed_out and result.returncode is None and not result.ok
+    assert 1.0 <= result.seconds < 15 and time.monotonic() - started < 15
+    assert "killed after the time limit" in result.describe()
+    for name in ("entry.pid", "child.pid"):
+        pid = int((submission / name).read_text())
+        assert not _alive(pid), f"{name} {pid} survived"
+
+
+def test_background_process_does_not_outlive_entry_point(tmp_path: Path) -> None:
+    submission = make_entry(tmp_path / "sub", "sh -c 'echo $$ > child.pid; exec sleep 60' &\nsleep 0.5\nexit 0\n")
+    result = run_attack_submission(submission, METADATA, tmp_path, tmp_path, 4, time_limit=30, log_dir=tmp_path / "logs")
+    assert result.ok
+    assert not _alive(int((submission / "child.pid").read_text()))
+
+
+def test_script_without_interpreter_line_cannot_start(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "run_attack.sh").write_text("echo no shebang\n")
+    (tmp_path / "sub" / "run_attack.sh").chmod(0o755)
+    result = run_attack_submission(tmp_path / "sub", METADATA, tmp_path, tmp_path, 4, time_limit=30, log_dir=tmp_path / "logs")
+    assert not result.ok and result.returncode is None
+    assert "Exec format error" in (result.start_error or "")
+
+
+def test_runner_kind_is_checked() -> None:
+    with pytest.raises(ValueError, match="unknown runner 'podman'"):
+        Runner("podman")
+
+
+def test_docker_command_line_is_the_organisers(tmp_path: Path) -> None:
+    command = docker_command(
+        tmp_path / "sub",
+        METADATA,
+        [(tmp_path / "in", "/input_images", True), (tmp_path / "out", "/output_images", False)],
+        ["/input_images", "/output_images", "16"],
+        container_name="c1",
+        gpu=False,
+    )
+    assert command == [
+        "docker", "run", "--rm", "--name", "c1", "--network=none", "-m=24g",
+        "-v", f"{tmp_path}/in:/input_images:ro", "-v", f"{tmp_path}/out:/output_images",
+        "-v", f"{tmp_path}/sub:/code", "-w", "/code",
+        "nips-adv:latest", "./run_attack.sh", "/input_images", "/output_images", "16",
+    ]  # fmt: skip
+    gpu_command = docker_command(tmp_path, METADATA, [], [], container_name="c2", gpu=True)
+    assert gpu_command[gpu_command.index("--gpus") + 1] == "all"
+    assert "nips-adv:latest-gpu" in gpu_command
+
+
+@pytest.fixture
+def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``docker`` on PATH that logs its arguments; ``run`` sleeps $FAKE_DOCKER_SLEEP seconds, ``kill`` stops it."""
+    bin_dir = tmp_path / "fake_bin"
+    bin_dir.mkdir()
+    log = tmp_path / "docker_calls.txt"
+    script = bin_dir / "docker"
+    script.write_text(
+        f'#!/bin/sh\necho "$@" >> {log}\n'
+        f'if [ "$1" = run ]; then echo $$ > {bin_dir}/run.pid; sleep "${{FAKE_DOCKER_SLEEP:-0}}"; exit "${{FAKE_DOCKER_STATUS:-0}}"; fi\n'
+        f'if [ "$1" = kill ]; then pkill -P "$(cat {bin_dir}/run.pid)"; fi\n'
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_docker_defense_run_and_kill_past_limit(tmp_path: Path, fake_docker: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "in").mkdir()
+    monkeypatch.setenv("FAKE_DOCKER_SLEEP", "30")
+    result = run_defense_submission(
+        tmp_path / "sub",
+        DEFENSE_METADATA,
+        tmp_path / "in",
+        tmp_path / "out" / "result.csv",
+        time_limit=0.5,
+        log_dir=tmp_path / "logs",
+        runner=Runner("docker", gpu=True),
+    )
+    assert result.timed_out
+    run_call, kill_call = fake_docker.read_text().splitlines()
+    name = result.command[result.command.index("--name") + 1]
+    assert kill_call == f"kill {name}"
+    assert run_call.endswith(f"-v {tmp_path}/out:/output_data -v {tmp_path}/sub:/code -w /code img:gpu ./run_defense.sh /input_images /output_data/result.csv")
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777  # the image's non-root user writes here
+
+
+def test_docker_engine_failure_is_a_runner_error(tmp_path: Path, fake_docker: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_DOCKER_STATUS", "125")
+    with pytest.raises(RunnerError, match="status 125"):
+        run_attack_submission(
+            tmp_path, METADATA, tmp_path, tmp_path / "out", 4, time_limit=30, log_dir=tmp_path / "logs", runner=Runner("docker")
+        )
+
+
+def test_docker_missing_is_a_runner_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RunnerError, match="docker not found"):
+        run_attack_submission(
+            tmp_path, METADATA, tmp_path, tmp_path / "out", 4, time_limit=30, log_dir=tmp_path / "logs", runner=Runner("docker")
+        )
+
+
+def test_offline_local_run_has_no_network(tmp_path: Path) -> None:
+    from nips_adv.submission.runner import network_isolation_available
+
+    if not network_isolation_available():
+        pytest.skip("unshare cannot create a network namespace here")
+    submission = make_entry(tmp_path / "sub", "cat /proc/net/dev\n")
+    result = run_attack_submission(
+        submission, METADATA, tmp_path, tmp_path, 4, time_limit=30, log_dir=tmp_path / "logs", runner=Runner(offline=True)
+    )
+    assert result.ok and result.command[:2] == ["unshare", "--net"]
+    interfaces = [line.split(":")[0].strip() for line in result.stdout_path.read_text().splitlines()[2:]]
+    assert interfaces == ["lo"]

@@ -1,0 +1,186 @@
+"""The three competition tools end to end, as the organisers run them, on a random-weight Inception V3."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from nips_adv.cli.attack import attack_command, targeted_attack_command
+from nips_adv.cli.defense import defense_command
+from nips_adv.contract.images import read_png
+
+
+def _make_inputs(folder: Path, *, count: int = 3, odd_size: bool = False, broken: bool = False) -> dict[str, np.ndarray]:
+    """PNGs in several modes (and optionally an odd size and a broken file); returns name -> RGB pixels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    clean: dict[str, np.ndarray] = {}
+    modes = ["RGB", "P", "L", "RGBA"]
+    for index in range(count):
+        pixels = rng.integers(0, 256, size=(299, 299, 3), dtype=np.uint8)
+        pixels[:8, :8] = 0
+        pixels[-8:, -8:] = 255
+        image = Image.fromarray(pixels).convert(modes[index % len(modes)])
+        name = f"img{index:02d}.png"
+        image.save(folder / name)
+        clean[name] = read_png(folder / name)
+    if odd_size:
+        Image.fromarray(rng.integers(0, 256, size=(210, 333, 3), dtype=np.uint8)).save(folder / "odd.png")
+        clean["odd.png"] = read_png(folder / "odd.png")
+    if broken:
+        (folder / "truncated.png").write_bytes((folder / "img00.png").read_bytes()[:200])
+        (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "nested").mkdir()
+    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(folder / "nested" / "inner.png")
+    return clean
+
+
+def _assert_within_eps(output_dir: Path, clean: dict[str, np.ndarray], eps: float) -> None:
+    assert sorted(path.name for path in output_dir.iterdir()) == sorted(clean)
+    for name, pixels in clean.items():
+        with Image.open(output_dir / name) as image:
+            assert image.format == "PNG" and image.mode == "RGB" and image.size == pixels.shape[1::-1]
+        written = np.asarray(Image.open(output_dir / name)).astype(np.int16)
+        assert np.abs(written - pixels.astype(np.int16)).max() <= eps, name
+
+
+def test_console_script_positional_contract_with_broken_inputs(
+    tmp_path: Path, inception_v3_checkpoint: Path, console_env: dict[str, str]
+) -> None:
+    clean = _make_inputs(tmp_path / "in", odd_size=True, broken=True)
+    completed = subprocess.run(
+        ["nips-attack", str(tmp_path / "in"), str(tmp_path / "out"), "16", "--checkpoint", str(inception_v3_checkpoint),
+         "--iterations", "2", "--quiet"],
+        capture_output=True, text=True, env=console_env, timeout=600,
+    )
+    assert completed.returncode == 1, completed.stderr
+    assert "truncated.png" in completed.stderr and "empty.png" in completed.stderr
+    assert "Could not find cuda" not in completed.stderr  # TensorFlow's start-up noise stays hidden
+    _assert_within_eps(tmp_path / "out", clean, 16)
+    changed = [name for name, pixels in clean.items() if not np.array_equal(read_png(tmp_path / "out" / name), pixels)]
+    assert len(changed) == len(clean)
+
+    defended = subprocess.run(
+        ["nips-defense", str(tmp_path / "out"), str(tmp_path / "result.csv"), "--checkpoint", str(inception_v3_checkpoint), "-q"],
+        capture_output=True, text=True, env=console_env, timeout=600,
+    )
+    assert defended.returncode == 0, defended.stderr
+    rows = [line.split(",") for line in (tmp_path / "result.csv").read_text().splitlines()]
+    assert sorted(name for name, _ in rows) == sorted(clean)
+    assert all(label.isdigit() and 1 <= int(label) <= 1000 for _, label in rows)
+
+
+@pytest.mark.parametrize("eps", ["0", "2.5", "4", "255"])
+def test_epsilon_bound_on_decoded_pngs(tmp_path: Path, inception_v3_checkpoint: Path, eps: str) -> None:
+    clean = _make_inputs(tmp_path / "in", count=2)
+    result = CliRunner().invoke(
+        attack_command,
+        [str(tmp_path / "in"), str(tmp_path / "out"), "--eps", eps, "--checkpoint", str(inception_v3_checkpoint),
+         "--method", "fgsm", "-q"],
+    )
+    assert result.exit_code == 0, result.output
+    _assert_within_eps(tmp_path / "out", clean, float(eps))
+    if eps == "0":
+        assert all(np.array_equal(read_png(tmp_path / "out" / name), pixels) for name, pixels in clean.items())
+
+
+@pytest.mark.parametrize("method", ["i-fgsm", "di-mi-fgsm", "ti-di-mi-fgsm"])
+def test_each_method_runs_through_the_tool(tmp_path: Path, inception_v3_checkpoint: Path, method: str) -> None:
+    clean = _make_inputs(tmp_path / "in", count=1)
+    result = CliRunner().invoke(
+        attack_command,
+        [str(tmp_path / "in"), str(tmp_path / "out"), "8", "--checkpoint", str(inception_v3_checkpoint),
+         "--method", method, "--iterations", "2", "-q"],
+    )
+    assert result.exit_code == 0, result.output
+    _assert_within_eps(tmp_path / "out", clean, 8)
+    assert not np.array_equal(read_png(tmp_path / "out" / "img00.png"), clean["img00.png"])
+
+
+def test_targeted_attack_reads_targets_and_falls_back_to_least_likely(tmp_path: Path, inception_v3_checkpoint: Path) -> None:
+    clean = _make_inputs(tmp_path / "in", count=3)
+    (tmp_path / "in" / "target_class.csv").write_text("img00.png,5\nimg01.png,notalabel\n")
+    result = CliRunner().invoke(
+        targeted_attack_command,
+        [str(tmp_path / "in"), str(tmp_path / "out"), "12", "--checkpoint", str(inception_v3_checkpoint),
+         "--iterations", "2", "-q"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "target_class.csv:2" in result.stderr
+    assert "img01.png: not in target_class.csv; attacking toward its least-likely class" in result.stderr
+    assert "img02.png: not in target_class.csv" in result.stderr
+    _assert_within_eps(tmp_path / "out", clean, 12)
+
+
+def test_targeted_attack_without_target_file_is_a_usage_error(tmp_path: Path) -> None:
+    _make_inputs(tmp_path / "in", count=1)
+    result = CliRunner().invoke(targeted_attack_command, [str(tmp_path / "in"), str(tmp_path / "out"), "4"])
+    assert result.exit_code == 2
+    assert "target_class.csv: missing" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["abc"], "not a number"),
+        (["--eps", "-1"], "outside 0..255"),
+        (["256"], "outside 0..255"),
+        (["nan"], "outside 0..255"),
+        ([], "give MAX_EPSILON"),
+        (["4", "--eps", "8"], "disagree"),
+    ],
+)
+def test_bad_epsilon_is_a_usage_error(tmp_path: Path, arguments: list[str], message: str) -> None:
+    (tmp_path / "in").mkdir()
+    result = CliRunner().invoke(attack_command, [str(tmp_path / "in"), str(tmp_path / "out"), *arguments])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_dir_equal_to_input_dir_is_refused(tmp_path: Path) -> None:
+    clean = _make_inputs(tmp_path / "in", count=1)
+    result = CliRunner().invoke(attack_command, [str(tmp_path / "in"), str(tmp_path / "in" / ".." / "in"), "4"])
+    assert result.exit_code == 2
+    assert "would overwrite the clean images" in result.stderr
+    assert np.array_equal(read_png(tmp_path / "in" / "img00.png"), clean["img00.png"])
+
+
+def test_empty_input_dir_writes_nothing(tmp_path: Path, inception_v3_checkpoint: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "readme.txt").write_text("no images here")
+    result = CliRunner().invoke(
+        attack_command, [str(tmp_path / "in"), str(tmp_path / "out"), "4", "--checkpoint", str(inception_v3_checkpoint)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "no PNG images found" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_checkpoint_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _make_inputs(tmp_path / "in", count=1)
+    monkeypatch.setenv("NIPS_ADV_CHECKPOINTS", str(tmp_path / "ckpts"))
+    result = CliRunner().invoke(defense_command, [str(tmp_path / "in"), str(tmp_path / "result.csv")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(tmp_path / "ckpts" / "inception_v3.ckpt") in lines[0]
+    assert "nips-adv download checkpoint inception_v3" in lines[0]
+
+
+def test_checkpoint_of_another_model_is_one_line(tmp_path: Path, inception_v3_checkpoint: Path) -> None:
+    _make_inputs(tmp_path / "in", count=1)
+    result = CliRunner().invoke(
+        defense_command,
+        [str(tmp_path / "in"), str(tmp_path / "result.csv"), "--model", "inception_v3",
+         "--checkpoint", str(tmp_path / "missing.ckpt")],
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0 and "missing.ckpt" in result.stderr
