@@ -186,7 +186,7 @@ def _too_big(bundle: tarfile.TarFile) -> None:
         HostileTar("symlink", _symlink_out, UnsafeArchiveError, "'sub/escape': link to '../../..' points outside"),
         HostileTar("symlink-abs", _symlink_absolute, UnsafeArchiveError, "'sub/passwd': link to '/etc/passwd'"),
         HostileTar("through-link", _write_through_link, UnsafeArchiveError, "'a/up/out'"),
-        HostileTar("chained", _chained_links, UnsafeArchiveError, "'a/later': link points outside the submission folder through other links"),
+        HostileTar("chained", _chained_links, UnsafeArchiveError, "'a/later': link points outside the submission folder through"),
         HostileTar("hardlink", _hardlink_out, UnsafeArchiveError, "'sub/shadow': hard link"),
         HostileTar("device", _device, UnsafeArchiveError, "'sub/null': device file"),
         HostileTar("fifo", _fifo, UnsafeArchiveError, "'sub/pipe': FIFO"),
@@ -261,7 +261,12 @@ def test_zip_declaring_too_much_is_refused_before_extracting(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(
     "name, message",
-    [("/abs.txt", "absolute path"), ("a/../../b.txt", r"'\.\.' in its path"), ("..\\evil.txt", r"'\.\.' in its path"), ("C:/x", "absolute")],
+    [
+        ("/abs.txt", "absolute path"),
+        ("a/../../b.txt", r"'\.\.' in its path"),
+        ("..\\evil.txt", r"'\.\.' in its path"),
+        ("C:/x", "absolute"),
+    ],
 )
 def test_hostile_zip_names(tmp_path: Path, name: str, message: str) -> None:
     archive = tmp_path / "hostile.zip"

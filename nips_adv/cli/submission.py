@@ -89,10 +89,16 @@ def package_command(
 
 @click.command(name="validate", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--type", "submission_type", type=click.Choice(SUBMISSION_TYPES), required=True, help="The track it is submitted to.")
-@click.option("--eps", type=click.IntRange(0, MAX_EPSILON), default=None, help="MAX_EPSILON of the trial  [default: one of 4, 8, 12, 16].")
+@click.option(
+    "--type", "submission_type", type=click.Choice(SUBMISSION_TYPES), required=True, help="The track it is submitted to."
+)
+@click.option(
+    "--eps", type=click.IntRange(0, MAX_EPSILON), default=None, help="MAX_EPSILON of the trial  [default: one of 4, 8, 12, 16]."
+)
 @click.option("--seed", type=int, default=None, help="Seed of the random images and eps (printed, to repeat a run).")
-@click.option("--num-images", type=click.IntRange(min=1), default=BATCH_IMAGES, show_default=True, help="Random images in the trial.")
+@click.option(
+    "--num-images", type=click.IntRange(min=1), default=BATCH_IMAGES, show_default=True, help="Random images in the trial."
+)
 @click.option(
     "--time-limit",
     type=click.FloatRange(min=0, min_open=True),

@@ -9,6 +9,7 @@ call is one ``session.run``.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +19,8 @@ import numpy as np
 from ..contract.constants import NUM_LABELS
 from .checkpoints import CheckpointError
 from .registry import ModelSpec, get_model_spec, resolve_checkpoint
+
+logger = logging.getLogger("nips_adv")
 
 PRECISIONS = ("float32", "bfloat16")
 DEFAULT_DIVERSITY_SCALE = 330 / 299
@@ -134,9 +137,20 @@ def _session_config(precision: str):
     if threads:
         config.intra_op_parallelism_threads = int(threads)
     if precision == "bfloat16":
+        if not cpu_has_bfloat16():
+            logger.warning("this CPU reports no bfloat16 units (avx512_bf16/amx_bf16): bfloat16 will be emulated, likely slower")
         # oneDNN's graph rewrite runs convolutions and matmuls in bfloat16 on CPUs that support it.
         config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
     return config
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether the CPU advertises bfloat16 arithmetic (Linux /proc/cpuinfo); True where it cannot tell."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    return "bf16" in flags  # x86 avx512_bf16 / amx_bf16, Arm bf16
 
 
 def _resize_to(pixels, size: int):

@@ -255,6 +255,21 @@ def _make_writable_by_container(folder: Path) -> None:
     folder.chmod(0o777)
 
 
+def _make_readable_by_container(folder: Path) -> None:
+    """Let any user read ``folder``'s files and enter its folders (links are not followed)."""
+    folder = Path(folder)
+    folder.chmod(folder.stat().st_mode | 0o055)
+    for parent, folders, files in os.walk(folder):
+        for name in folders:
+            path = os.path.join(parent, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o055)
+        for name in files:
+            path = os.path.join(parent, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o044)
+
+
 def _run_docker(
     submission_dir: Path,
     metadata: SubmissionMetadata,
@@ -267,6 +282,10 @@ def _run_docker(
 ) -> RunResult:
     if shutil.which("docker") is None:
         raise RunnerError("docker not found on PATH; install Docker or run without --docker")
+    _make_readable_by_container(submission_dir)
+    for host, _, read_only in mounts:
+        if read_only:
+            _make_readable_by_container(host)
     container_name = f"nips-adv-{uuid.uuid4().hex[:12]}"
     command = docker_command(submission_dir, metadata, mounts, arguments, container_name=container_name, gpu=gpu)
     stdout_path, stderr_path = _log_paths(log_dir)
