@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from .contract.csv_files import write_label_rows
 from .contract.folder_job import JobReport, input_batches
 from .models.runtime import Classifier
+
+
+def predict_directory(
+    input_dir: Path,
+    *,
+    model: Classifier,
+    report: JobReport,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Iterator[list[tuple[str, int]]]:
+    """``(file name, label 1..1000)`` pairs for the PNGs of ``input_dir``, one list per batch.
+
+    Unreadable images are recorded in ``report`` and skipped; ``report.images_done`` counts
+    the images of the batches the caller has consumed.
+    """
+    for batch in input_batches(Path(input_dir), batch_size, report, progress=progress):
+        yield list(zip(batch.names, model.predict(batch.pixels).tolist()))
 
 
 def classify_directory(
@@ -28,6 +46,6 @@ def classify_directory(
     output_file.parent.mkdir(parents=True, exist_ok=True)
     report = JobReport()
     with open(output_file, "w", encoding="utf-8", newline="") as stream:
-        for batch in input_batches(input_dir, batch_size, report, progress=progress):
-            write_label_rows(stream, list(zip(batch.names, model.predict(batch.pixels).tolist())))
+        for rows in predict_directory(input_dir, model=model, report=report, batch_size=batch_size, progress=progress):
+            write_label_rows(stream, rows)
     return report

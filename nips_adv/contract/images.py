@@ -121,3 +121,16 @@ def iter_image_batches(
 
 def _make_batch(group: list[tuple[Path, np.ndarray]]) -> ImageBatch:
     return ImageBatch(paths=tuple(path for path, _ in group), pixels=np.stack([pixels for _, pixels in group]))
+
+
+def resize_pixels(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize ``(h, w, 3)`` uint8 pixels to ``size`` = ``(height, width)`` with PIL's bicubic filter.
+
+    The organisers resize a wrongly sized attack output back to the clean image's size this way
+    before clipping it to the epsilon box. Pixels already of that size are returned unchanged.
+    """
+    height, width = size
+    if pixels.shape[:2] == (height, width):
+        return pixels
+    resized = Image.fromarray(pixels, mode="RGB").resize((width, height), resample=Image.BICUBIC)
+    return np.asarray(resized, dtype=np.uint8).copy()

@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""Attack strength: attacks crafted on one model (white box), scored on several (transfer).
+
+Crafts FGSM, I-FGSM (10 iterations), MI-FGSM (10) and targeted MI-FGSM (20) at eps 16 on the
+source model (EfficientNet-Lite0 by default) over the dev images, classifies the adversarial
+images with each model, and prints accuracy (non-targeted: lower is stronger) and target hit
+rate (targeted: higher is stronger) next to the reference figures of the reference PyTorch
+implementation, saying whether ours is at least as strong. ``--variants`` adds DI and TI.
+
+    .venv/bin/python scripts/bench_attacks.py --limit 50
+
+Uses only nips_adv's public API: Classifier, attack_directory, method_config, score_directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+EVAL_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+@dataclass(frozen=True)
+class AttackRun:
+    label: str
+    method: str
+    iterations: int | None
+    targeted: bool
+    reference: tuple[float, float, float] | None = None
+    """Reference figures on Lite0 / Lite1 / Lite2 (accuracy, or hit rate when targeted), crafted on Lite0."""
+
+
+ATTACKS = (
+    AttackRun("FGSM", "fgsm", None, False, (0.19, 0.44, 0.48)),
+    AttackRun("I-FGSM (10)", "i-fgsm", 10, False, (0.01, 0.28, 0.40)),
+    AttackRun("MI-FGSM (10)", "mi-fgsm", 10, False, (0.01, 0.13, 0.15)),
+    AttackRun("targeted MI-FGSM (20)", "mi-fgsm", 20, True, (1.00, 0.06, 0.02)),
+)
+VARIANTS = (
+    AttackRun("DI-MI-FGSM (10)", "di-mi-fgsm", 10, False),
+    AttackRun("TI-DI-MI-FGSM (10)", "ti-di-mi-fgsm", 10, False),
+    AttackRun("targeted DI-MI-FGSM (20)", "di-mi-fgsm", 20, True),
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=Path, default=SHARED_DATA / "dev_images", help="Folder of 299x299 PNGs.")
+    parser.add_argument("--dataset", type=Path, default=SHARED_DATA / "dev_images.csv", help="Official dataset CSV.")
+    parser.add_argument("--limit", type=int, default=None, help="Use the first N images (by name) only [default: all].")
+    parser.add_argument("--eps", type=float, default=16.0)
+    parser.add_argument("--source-model", default="efficientnet_lite0", help="Model the attacks are crafted on.")
+    parser.add_argument("--eval-models", default=",".join(EVAL_MODELS), help="Comma-separated models that score them.")
+    parser.add_argument("--variants", action="store_true", help="Also DI-MI-FGSM, TI-DI-MI-FGSM and targeted DI-MI-FGSM.")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--work", type=Path, default=None, help="Keep the adversarial images here [default: a temp folder].")
+    arguments = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+    from nips_adv.attacks import attack_directory, method_config
+    from nips_adv.contract.csv_files import write_label_file
+    from nips_adv.contract.images import list_png_files
+    from nips_adv.models.runtime import Classifier
+    from nips_adv.scoring import read_dataset_labels, score_directory
+
+    if not arguments.images.is_dir() or not arguments.dataset.is_file():
+        print(f"bench_attacks: need --images DIR and --dataset CSV (looked for {arguments.images}, {arguments.dataset})",
+              file=sys.stderr)
+        return 2
+    eval_models = [name.strip() for name in arguments.eval_models.split(",") if name.strip()]
+    attacks = ATTACKS + (VARIANTS if arguments.variants else ())
+    dataset = read_dataset_labels(arguments.dataset)
+
+    with tempfile.TemporaryDirectory(prefix="bench_attacks_") as temporary:
+        work = arguments.work or Path(temporary)
+        clean_dir = work / "clean"
+        clean_dir.mkdir(parents=True, exist_ok=True)
+        paths = [path for path in list_png_files(arguments.images) if path.stem in dataset.true_labels][: arguments.limit]
+        for path in paths:
+            link = clean_dir / path.name
+            if not link.exists():
+                link.symlink_to(path.resolve())
+        write_label_file(clean_dir / "target_class.csv", {path.name: dataset.target_classes[path.stem] for path in paths})
+        print(f"{len(paths)} images from {arguments.images}, eps {arguments.eps:g}, crafted on {arguments.source_model}",
+              flush=True)
+
+        folders = {"clean": clean_dir}
+        with Classifier.create(arguments.source_model) as source:
+            for attack in attacks:
+                started = time.perf_counter()
+                folders[attack.label] = work / attack.label.replace(" ", "_").replace("(", "").replace(")", "")
+                attack_directory(
+                    clean_dir,
+                    folders[attack.label],
+                    arguments.eps,
+                    model=source,
+                    config=method_config(attack.method, iterations=attack.iterations),
+                    targeted=attack.targeted,
+                    batch_size=arguments.batch_size,
+                    progress=False,
+                )
+                print(f"  crafted {attack.label:<26} {time.perf_counter() - started:7.1f} s", flush=True)
+
+        figures: dict[tuple[str, str], tuple[float, float]] = {}
+        for model_name in eval_models:
+            started = time.perf_counter()
+            with Classifier.create(model_name) as model:
+                for label, folder in folders.items():
+                    report = score_directory(folder, dataset_csv=arguments.dataset, model=model,
+                                             batch_size=arguments.batch_size, progress=False)
+                    figures[label, model_name] = (report.accuracy, report.target_hit_rate)
+            print(f"  scored on {model_name:<22} {time.perf_counter() - started:7.1f} s", flush=True)
+
+    print()
+    print_table(attacks, eval_models, figures)
+    return 0
+
+
+def print_table(attacks: tuple[AttackRun, ...], eval_models: list[str], figures: dict) -> None:
+    short = [name.replace("efficientnet_", "") for name in eval_models]
+    print(f"{'attack':<26} {'metric':<9} " + " ".join(f"{name + ' (ref)':>20}" for name in short))
+    clean = " ".join(f"{figures['clean', name][0]:>20.3f}" for name in eval_models)
+    print(f"{'clean':<26} {'accuracy':<9} {clean}")
+    weaker = []
+    for attack in attacks:
+        cells = []
+        for name in eval_models:
+            accuracy, hit_rate = figures[attack.label, name]
+            ours = hit_rate if attack.targeted else accuracy
+            reference = dict(zip(EVAL_MODELS, attack.reference)).get(name) if attack.reference else None
+            if reference is None:
+                cells.append(f"{ours:>20.3f}")
+                continue
+            # Stronger means lower accuracy (non-targeted) or a higher hit rate (targeted).
+            at_least_as_strong = ours >= reference if attack.targeted else ours <= reference
+            if not at_least_as_strong:
+                weaker.append(f"{attack.label} on {name}: {ours:.3f} vs reference {reference:.2f}")
+            cells.append(f"{ours:.3f} ({reference:.2f}) {'ok' if at_least_as_strong else 'WEAK':>4}")
+        metric = "hit rate" if attack.targeted else "accuracy"
+        print(f"{attack.label:<26} {metric:<9} " + " ".join(f"{cell:>20}" for cell in cells))
+    print()
+    if weaker:
+        print("weaker than the reference: " + "; ".join(weaker))
+    else:
+        print("every attack is at least as strong as the reference figures")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

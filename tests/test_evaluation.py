@@ -1,0 +1,381 @@
+"""nips-adv evaluate / report: the organisers' scoring, checked against values computed here.
+
+Defenses here are tiny deterministic Python scripts (the label is a function of the pixels),
+so every expected count can be recomputed in the test from the clean images alone (noop,
+shift) or from the clipped adversarial images (random noise). Images are 16x16 and batches
+are cut at 2 images (the code uses BATCH_IMAGES from plan), so pieces, the epsilon cycle and
+resume are exercised in seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from nips_adv.cli.evaluate import evaluate_command, report_command
+from nips_adv.contract.images import read_png, resize_pixels, write_png
+from nips_adv.evaluation import plan as plan_module
+from nips_adv.evaluation.pieces import RunSettings
+from nips_adv.evaluation.pool import PoolEntry, Pool
+from nips_adv.evaluation.scoring import compute_scores
+from nips_adv.evaluation.plan import DatasetImage
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "submissions" / "samples"
+CYCLE = (4, 8, 12, 16)
+IMAGE_IDS = ["img_a", "img_b", "img_c", "img_d", "img_e"]
+
+
+def mean_label(pixels: np.ndarray) -> int:
+    """Defense 'mean': robust to zero-mean noise."""
+    return 1 + int(pixels.astype(np.float64).mean()) % 1000
+
+
+def corner_label(pixels: np.ndarray) -> int:
+    """Defense 'corner': the red value of the top-left pixel (changed by any attack)."""
+    return 1 + int(pixels[0, 0, 0])
+
+
+DEFENSE_SCRIPT = """\
+import sys, numpy as np
+from pathlib import Path
+from PIL import Image
+rule = sys.argv[3]
+with open(sys.argv[2], "w") as out:
+    for path in sorted(Path(sys.argv[1]).glob("*.png")):
+        pixels = np.asarray(Image.open(path).convert("RGB"))
+        label = 1 + int(pixels.astype(np.float64).mean()) % 1000 if rule == "mean" else 1 + int(pixels[0, 0, 0])
+        out.write(f"{path.name},{label}\\n")
+        if rule == "corner":
+            out.write("garbage row without label\\n")
+"""
+
+SHIFT_SCRIPT = """\
+import sys, numpy as np
+from pathlib import Path
+from PIL import Image
+for path in sorted(Path(sys.argv[1]).glob("*.png")):
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(np.int32)
+    # Twice the allowed change: the evaluator must clip it back to eps.
+    Image.fromarray(np.clip(pixels + 2 * int(sys.argv[3]), 0, 255).astype(np.uint8)).save(Path(sys.argv[2]) / path.name)
+"""
+
+
+def _submission(folder: Path, kind: str, script: str, *, entry: str | None = None, helper: str | None = None) -> Path:
+    folder.mkdir(parents=True)
+    entry = entry or ("run_defense.sh" if kind == "defense" else "run_attack.sh")
+    (folder / "metadata.json").write_text(
+        json.dumps({"type": kind, "container": "python:3.11", "container_gpu": "python:3.11", "entry_point": entry})
+    )
+    (folder / entry).write_text("#!/bin/bash\nset -eu\n" + textwrap.dedent(script))
+    (folder / entry).chmod(0o755)
+    if helper:
+        (folder / "helper.py").write_text(helper)
+    return folder
+
+
+@pytest.fixture()
+def arena(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Dataset of 5 images (+1 without a CSV row, +1 CSV row without image) and submissions, good and bad."""
+    monkeypatch.setattr(plan_module, "BATCH_IMAGES", 2)
+    rng = np.random.default_rng(7)
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    rows = []
+    for index, image_id in enumerate(IMAGE_IDS):
+        pixels = rng.integers(30, 220, size=(16, 16, 3), dtype=np.uint8)
+        write_png(pixels, dataset / f"{image_id}.png")
+        eps = CYCLE[(index // 2) % 4]
+        shifted = np.clip(pixels.astype(np.int32) + eps, 0, 255)
+        # Some true labels match the 'mean' defense, the others not; targets match 'corner' after a shift.
+        true_label = mean_label(pixels) if index % 2 == 0 else 999
+        target = corner_label(shifted) if index < 3 else 500
+        rows.append((image_id, true_label, target))
+    write_png(rng.integers(0, 255, size=(16, 16, 3), dtype=np.uint8), dataset / "not_in_csv.png")
+    metadata = tmp_path / "dataset.csv"
+    with open(metadata, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["ImageId", "URL", "x1", "y1", "x2", "y2", "TrueLabel", "TargetClass"])
+        for image_id, true_label, target in rows:
+            writer.writerow([image_id, "http://x", 0, 0, 1, 1, true_label, target])
+        writer.writerow(["absent_image", "http://x", 0, 0, 1, 1, 5, 6])
+
+    attacks, targeted, defenses = tmp_path / "attacks", tmp_path / "targeted", tmp_path / "defenses"
+    shutil.copytree(SAMPLES / "attacks" / "noop", attacks / "noop")
+    shutil.copytree(SAMPLES / "attacks" / "random_noise", attacks / "random_noise")
+    _submission(attacks / "shift", "attack", 'python "$(dirname "$0")/helper.py" "$@"\n', helper=SHIFT_SCRIPT)
+    # Bad attacks: crashes after one image; writes garbage and a wrong size; bad metadata; unknown type; no entry point.
+    _submission(
+        attacks / "crasher",
+        "attack",
+        'for f in "$1"/*.png; do cp "$f" "$2"/; break; done\necho "boom" >&2\nexit 3\n',
+    )
+    _submission(
+        attacks / "garbage",
+        "attack",
+        'for f in "$1"/*.png; do echo "not a png" > "$2/$(basename "$f")"; done\n'
+        'python -c "from PIL import Image; import sys; Image.new(\'RGB\', (40, 30), (255, 0, 0)).save(sys.argv[1])" "$2/img_a.png" 2>/dev/null || true\n',
+    )
+    (attacks / "broken_json").mkdir()
+    (attacks / "broken_json" / "metadata.json").write_text("{not json")
+    (attacks / "no_metadata").mkdir()
+    _submission(attacks / "weird_type", "attack", "exit 0\n")
+    meta = json.loads((attacks / "weird_type" / "metadata.json").read_text())
+    (attacks / "weird_type" / "metadata.json").write_text(json.dumps({**meta, "type": "sorcery"}))
+    _submission(attacks / "no_entry", "attack", "exit 0\n")
+    (attacks / "no_entry" / "run_attack.sh").unlink()
+
+    _submission(targeted / "shift_targeted", "targeted_attack", 'test -f "$1/target_class.csv"\npython "$(dirname "$0")/helper.py" "$@"\n', helper=SHIFT_SCRIPT)
+    _submission(defenses / "mean", "defense", 'python "$(dirname "$0")/helper.py" "$1" "$2" mean\n', helper=DEFENSE_SCRIPT)
+    _submission(defenses / "corner", "defense", 'python "$(dirname "$0")/helper.py" "$1" "$2" corner\n', helper=DEFENSE_SCRIPT)
+    return {
+        "dataset": dataset,
+        "metadata": metadata,
+        "attacks": attacks,
+        "targeted": targeted,
+        "defenses": defenses,
+        "rows": rows,
+        "work": tmp_path / "work",
+        "out": tmp_path / "out",
+    }
+
+
+def _arguments(arena: dict, *extra: str) -> list[str]:
+    return [
+        "--attacks_dir", str(arena["attacks"]),  # the organisers' spelling
+        "--targeted-attacks-dir", str(arena["targeted"]),
+        "--defenses-dir", str(arena["defenses"]),
+        "--dataset-dir", str(arena["dataset"]),
+        "--dataset-metadata", str(arena["metadata"]),
+        "--intermediate-results-dir", str(arena["work"]),
+        "--output-dir", str(arena["out"]),
+        "--epsilon", "cycle",
+        "--save-all-classification",
+        "--jobs", "2",
+        "--quiet",
+        *extra,
+    ]
+
+
+def _read_matrix(path: Path) -> dict[tuple[str, str], int]:
+    lines = path.read_text().splitlines()
+    columns = lines[0].split(",")
+    assert columns[0] == ""
+    return {(cells[0], columns[j]): int(cells[j]) for cells in (line.split(",") for line in lines[1:]) for j in range(1, len(columns))}
+
+
+def _read_ranking(path: Path) -> list[tuple[str, int]]:
+    with open(path, newline="") as stream:
+        rows = list(csv.reader(stream))
+    return [(name, int(score)) for name, score in rows[1:]], rows[0]
+
+
+def _expected(arena: dict, adversarial: dict[str, dict[str, np.ndarray]], targeted: dict[str, dict[str, np.ndarray]]) -> dict:
+    rows = {image_id: (true, target) for image_id, true, target in arena["rows"]}
+    rules = {"mean": mean_label, "corner": corner_label}
+    accuracy = {(a, d): sum(rules[d](img) == rows[i][0] for i, img in images.items()) for a, images in adversarial.items() for d in rules}
+    t_accuracy = {(a, d): sum(rules[d](img) == rows[i][0] for i, img in images.items()) for a, images in targeted.items() for d in rules}
+    hits = {(a, d): sum(rules[d](img) == rows[i][1] for i, img in images.items()) for a, images in targeted.items() for d in rules}
+    defense_scores = {d: sum(v for (a, dd), v in {**accuracy, **t_accuracy}.items() if dd == d) for d in rules}
+    attack_scores = {a: len(images) * 2 - sum(accuracy[(a, d)] for d in rules) for a, images in adversarial.items()}
+    target_scores = {a: sum(hits[(a, d)] for d in rules) for a in targeted}
+    return dict(accuracy=accuracy, t_accuracy=t_accuracy, hits=hits, defense=defense_scores, attack=attack_scores, targeted=target_scores)
+
+
+def _clean(arena: dict) -> dict[str, np.ndarray]:
+    return {image_id: read_png(arena["dataset"] / f"{image_id}.png") for image_id in IMAGE_IDS}
+
+
+def _eps(image_id: str) -> int:
+    return CYCLE[(IMAGE_IDS.index(image_id) // 2) % 4]
+
+
+def _shifted(clean: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {i: np.clip(img.astype(np.int32) + _eps(i), 0, 255).astype(np.uint8) for i, img in clean.items()}
+
+
+def _ranked(scores: dict[str, int]) -> list[tuple[str, int]]:
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def test_evaluate_end_to_end(arena: dict) -> None:
+    result = CliRunner().invoke(evaluate_command, _arguments(arena, "--time-limit", "60"))
+    assert result.exit_code == 1, result.output  # bad submissions are reported
+    out, work = arena["out"], arena["work"]
+    clean = _clean(arena)
+
+    # Random noise: read back what the evaluator clipped and check the bound per batch epsilon.
+    noise = {}
+    for image_id in IMAGE_IDS:
+        batch = IMAGE_IDS.index(image_id) // 2
+        pixels = read_png(work / "pieces" / "attack" / "random_noise" / f"batch_{batch:04d}" / "clipped" / f"{image_id}.png")
+        assert np.abs(pixels.astype(int) - clean[image_id].astype(int)).max() <= _eps(image_id)
+        noise[image_id] = pixels
+    # The crasher wrote the first image of each batch before exiting 3; garbage: the red 40x30 image resized back and clipped.
+    crasher = {i: clean[i] for i in ("img_a", "img_c", "img_e")}
+    red = resize_pixels(np.full((30, 40, 3), (255, 0, 0), dtype=np.uint8), (16, 16)).astype(np.int32)
+    garbage = {"img_a": np.clip(red, clean["img_a"].astype(np.int32) - 4, clean["img_a"].astype(np.int32) + 4).astype(np.uint8)}
+    adversarial = {"noop": clean, "random_noise": noise, "shift": _shifted(clean), "crasher": crasher, "garbage": garbage}
+    expected = _expected(arena, adversarial, {"shift_targeted": _shifted(clean)})
+
+    assert _read_matrix(out / "accuracy_on_attacks.csv") == expected["accuracy"]
+    assert _read_matrix(out / "accuracy_on_targeted_attacks.csv") == expected["t_accuracy"]
+    assert _read_matrix(out / "hit_target_class.csv") == expected["hits"]
+    assert sum(expected["hits"].values()) >= 3  # the dataset makes 'corner' hit the targets of images a-c
+    ranking, header = _read_ranking(out / "defense_ranking.csv")
+    assert header == ["DefenseName", "Score"] and ranking == _ranked(expected["defense"])
+    ranking, header = _read_ranking(out / "attack_ranking.csv")
+    assert header == ["AttackName", "Score"] and ranking == _ranked(expected["attack"])
+    assert _read_ranking(out / "targeted_attack_ranking.csv")[0] == _ranked(expected["targeted"])
+
+    with open(out / "all_classification.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 2 * (5 + 5 + 5 + 3 + 1 + 5)
+    assert {row["IsTargeted"] for row in rows} == {"True", "False"}
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["images"] == 5
+    normalised = {row["Name"]: row["NormalizedScore"] for row in results["rankings"]["attack"]}
+    assert normalised["shift"] == pytest.approx(expected["attack"]["shift"] / (5 * 2))
+    clean_accuracy = {row["DefenseName"]: row["Correct"] for row in results["clean_accuracy"]}
+    assert clean_accuracy == {"mean": 3, "corner": sum(corner_label(clean[i]) == t for i, t, _ in arena["rows"])}
+
+    problems = "\n".join(results["problems"])
+    log = (work / "evaluation.log").read_text()
+    for name in ("broken_json", "no_metadata", "weird_type", "no_entry", "crasher", "garbage", "not_in_csv", "absent_image", "corner"):
+        assert name in log, name
+    assert "attack/crasher/batch_0000: exited with status 3" in problems
+    assert "wrong size" in problems and "cannot read image" in problems
+    assert "expected FILENAME,LABEL" in problems  # the 'corner' defense's malformed rows
+    report = (out / "report.html").read_text()
+    assert "accuracy_on_attacks" in report and "shift_targeted" in report
+    for key in ("accuracy_on_attacks", "accuracy_on_targeted_attacks", "hit_target_class"):
+        assert (out / "report_files" / f"{key}.png").stat().st_size > 1000
+    # Each run's logs and exit status are kept.
+    crash_done = json.loads((work / "pieces" / "attack" / "crasher" / "batch_0000" / "done.json").read_text())
+    assert crash_done["returncode"] == 3 and crash_done["status"] == "failed"
+    assert "boom" in (work / "pieces" / "attack" / "crasher" / "batch_0000" / "stderr.log").read_text()
+
+    # Rebuild the report from the intermediate folder alone.
+    shutil.rmtree(out)
+    rebuilt = CliRunner().invoke(report_command, [str(work), "--output-dir", str(out)])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert json.loads((out / "results.json").read_text())["matrices"] == results["matrices"]
+    _check_in_chromium(out / "report.html", expected)
+
+
+def _check_in_chromium(report: Path, expected: dict) -> None:
+    chromium = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+    if chromium is None:
+        return  # Chromium not installed: the DOM check is done where it is (CI installs it).
+    profile = report.parent / "chromium-profile"
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", f"--user-data-dir={profile}", "--dump-dom", report.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    for key in ("accuracy_on_attacks", "accuracy_on_targeted_attacks", "hit_target_class"):
+        assert f'id="{key}"' in dom
+    assert f"<td>{expected['accuracy'][('shift', 'mean')]}</td>" in dom
+
+
+def test_resume_reruns_only_unfinished_pieces(arena: dict) -> None:
+    for name in ("crasher", "garbage", "broken_json", "no_metadata", "weird_type", "no_entry"):
+        shutil.rmtree(arena["attacks"] / name)
+    counter = arena["work"].parent / "runs.txt"
+    # Count how often the shift attack runs.
+    script = arena["attacks"] / "shift" / "run_attack.sh"
+    script.write_text(script.read_text() + f'echo run >> "{counter}"\n')
+    first = CliRunner().invoke(evaluate_command, _arguments(arena))
+    assert first.exit_code == 1, first.output  # the dataset's stray image and row, the 'corner' defense's bad rows
+    assert len(counter.read_text().splitlines()) == 3
+    before = {p.name: p.read_text() for p in arena["out"].glob("*.csv")}
+    # Simulate an interrupted run: one attack piece and one defense piece lost their done.json midway.
+    (arena["work"] / "pieces" / "attack" / "shift" / "batch_0001" / "done.json").unlink()
+    (arena["work"] / "pieces" / "attack" / "shift" / "batch_0001" / "clipped" / "img_c.png").unlink()
+    (arena["work"] / "pieces" / "defense" / "mean" / "batch_0002" / "done.json").unlink()
+    second = CliRunner().invoke(evaluate_command, _arguments(arena))
+    assert second.exit_code == 1, second.output
+    assert len(counter.read_text().splitlines()) == 4  # only the unfinished shift piece ran again
+    assert {p.name: p.read_text() for p in arena["out"].glob("*.csv")} == before
+
+
+def test_hanging_attack_is_killed_and_scores_what_it_wrote(arena: dict) -> None:
+    for name in ("crasher", "garbage", "broken_json", "no_metadata", "weird_type", "no_entry", "random_noise", "shift"):
+        shutil.rmtree(arena["attacks"] / name)
+    _submission(arena["attacks"] / "hang", "attack", 'for f in "$1"/*.png; do cp "$f" "$2"/; break; done\nsleep 300 &\nwait\n')
+    result = CliRunner().invoke(evaluate_command, _arguments(arena, "--time-limit", "4"))
+    assert result.exit_code == 1, result.output
+    done = json.loads((arena["work"] / "pieces" / "attack" / "hang" / "batch_0000" / "done.json").read_text())
+    assert done["status"] == "timed_out" and done["seconds"] < 30
+    assert done["written"] == ["img_a"]
+    ranking = dict(_read_ranking(arena["out"] / "attack_ranking.csv")[0])
+    clean = _clean(arena)
+    rows = {i: t for i, t, _ in arena["rows"]}
+    correct = sum(rule(clean[i]) == rows[i] for i in ("img_a", "img_c", "img_e") for rule in (mean_label, corner_label))
+    assert ranking["hang"] == 3 * 2 - correct  # three images written (one per batch), two defenses
+    assert "killed after the time limit" in (arena["work"] / "evaluation.log").read_text()
+
+
+def test_scoring_counts_missing_images_and_classifications() -> None:
+    images = [DatasetImage("x", "x.png", 10, 20), DatasetImage("y", "y.png", 11, 21)]
+    pool = Pool(
+        {
+            "0": PoolEntry("attack", "a", "x"),
+            "1": PoolEntry("clean", "clean", "x"),
+            "2": PoolEntry("clean", "clean", "y"),
+            "3": PoolEntry("targeted_attack", "t", "y"),
+            "4": PoolEntry("attack", "a", "y"),
+        },
+        "f",
+    )
+    predictions = {"d1": {"0": 10, "1": 10, "2": 11, "3": 21}, "d2": {"0": 5, "3": 11, "4": 11}}
+    scores = compute_scores(images, pool, predictions, attacks=["a", "b"], targeted_attacks=["t"], defenses=["d1", "d2"])
+    assert scores.matrices["accuracy_on_attacks"].loc["a"].tolist() == [1, 1]
+    assert scores.matrices["accuracy_on_attacks"].loc["b"].tolist() == [0, 0]
+    assert scores.matrices["hit_target_class"].loc["t"].tolist() == [1, 0]
+    attack = scores.rankings["attack"].set_index("Name")["Score"].to_dict()
+    # 'a': 2 images x 2 defenses - 2 correct (d1 did not classify 'y': wrong); 'b' wrote nothing: zero.
+    assert attack == {"a": 2, "b": 0}
+    assert scores.rankings["defense"].set_index("Name")["Score"].to_dict() == {"d1": 1, "d2": 2}
+    assert scores.rankings["defense"]["NormalizedScore"].tolist() == [2 / (2 * 3), 1 / (2 * 3)]
+    assert scores.clean_accuracy.set_index("DefenseName")["Correct"].to_dict() == {"d1": 2, "d2": 0}
+
+
+def test_evaluate_on_ray(arena: dict) -> None:
+    ray = pytest.importorskip("ray")
+    for name in ("crasher", "garbage", "broken_json", "no_metadata", "weird_type", "no_entry", "random_noise"):
+        shutil.rmtree(arena["attacks"] / name)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = CliRunner().invoke(evaluate_command, _arguments(arena, "--executor", "ray"))
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 1, result.output
+    assert "not run" not in result.output
+    clean = _clean(arena)
+    expected = _expected(arena, {"noop": clean, "shift": _shifted(clean)}, {"shift_targeted": _shifted(clean)})
+    assert _read_matrix(arena["out"] / "accuracy_on_attacks.csv") == expected["accuracy"]
+    assert _read_matrix(arena["out"] / "hit_target_class.csv") == expected["hits"]
+
+
+def test_dataset_csv_without_true_label_is_a_usage_error(arena: dict) -> None:
+    arena["metadata"].write_text("ImageId,TargetClass\nimg_a,3\n")
+    result = CliRunner().invoke(evaluate_command, _arguments(arena))
+    assert result.exit_code == 2
+    assert "TrueLabel" in result.output
+
+
+def test_epsilon_option_rejects_nonsense(arena: dict) -> None:
+    result = CliRunner().invoke(evaluate_command, _arguments(arena)[:-6] + ["--epsilon", "huge"])
+    assert result.exit_code == 2 and "cycle" in result.output
