@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from click.testing import CliRunner
 from nips_adv.cli.evaluate import evaluate_command, report_command
 from nips_adv.contract.images import read_png, resize_pixels, write_png
 from nips_adv.evaluation import plan as plan_module
-from nips_adv.evaluation.pieces import RunSettings
 from nips_adv.evaluation.pool import PoolEntry, Pool
 from nips_adv.evaluation.scoring import compute_scores
 from nips_adv.evaluation.plan import DatasetImage
@@ -112,7 +110,8 @@ def arena(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 
     attacks, targeted, defenses = tmp_path / "attacks", tmp_path / "targeted", tmp_path / "defenses"
     shutil.copytree(SAMPLES / "attacks" / "noop", attacks / "noop")
-    shutil.copytree(SAMPLES / "attacks" / "random_noise", attacks / "random_noise")
+    # One submission as an archive, as entrants ship them.
+    shutil.make_archive(str(attacks / "random_noise"), "zip", root_dir=SAMPLES / "attacks", base_dir="random_noise")
     _submission(attacks / "shift", "attack", 'python "$(dirname "$0")/helper.py" "$@"\n', helper=SHIFT_SCRIPT)
     # Bad attacks: crashes after one image; writes garbage and a wrong size; bad metadata; unknown type; no entry point.
     _submission(
@@ -214,6 +213,7 @@ def test_evaluate_end_to_end(arena: dict) -> None:
     out, work = arena["out"], arena["work"]
     clean = _clean(arena)
 
+    assert (work / "submissions" / "attack" / "random_noise" / "random_noise" / "metadata.json").is_file()  # the archive, extracted
     # Random noise: read back what the evaluator clipped and check the bound per batch epsilon.
     noise = {}
     for image_id in IMAGE_IDS:
@@ -271,13 +271,20 @@ def test_evaluate_end_to_end(arena: dict) -> None:
     rebuilt = CliRunner().invoke(report_command, [str(work), "--output-dir", str(out)])
     assert rebuilt.exit_code == 0, rebuilt.output
     assert json.loads((out / "results.json").read_text())["matrices"] == results["matrices"]
-    _check_in_chromium(out / "report.html", expected)
 
 
-def _check_in_chromium(report: Path, expected: dict) -> None:
+def test_report_renders_in_chromium(arena: dict) -> None:
     chromium = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
     if chromium is None:
-        return  # Chromium not installed: the DOM check is done where it is (CI installs it).
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    for name in ("crasher", "garbage", "broken_json", "no_metadata", "weird_type", "no_entry"):
+        shutil.rmtree(arena["attacks"] / name)
+    (arena["attacks"] / "random_noise.zip").unlink()
+    result = CliRunner().invoke(evaluate_command, _arguments(arena))
+    assert result.exit_code == 1, result.output
+    clean = _clean(arena)
+    expected = _expected(arena, {"noop": clean, "shift": _shifted(clean)}, {"shift_targeted": _shifted(clean)})
+    report = arena["out"] / "report.html"
     profile = report.parent / "chromium-profile"
     dom = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -286,7 +293,12 @@ def _check_in_chromium(report: Path, expected: dict) -> None:
     ).stdout
     for key in ("accuracy_on_attacks", "accuracy_on_targeted_attacks", "hit_target_class"):
         assert f'id="{key}"' in dom
-    assert f"<td>{expected['accuracy'][('shift', 'mean')]}</td>" in dom
+    # Each matrix row as the browser parsed it: <tr><td class="name">ATTACK</td><td>COUNT</td>...
+    for attack in ("noop", "shift"):
+        cells = "".join(f"<td>{expected['accuracy'][(attack, defense)]}</td>" for defense in ("corner", "mean"))
+        assert f'<td class="name">{attack}</td>{cells}' in dom
+    cells = "".join(f"<td>{expected['hits'][('shift_targeted', defense)]}</td>" for defense in ("corner", "mean"))
+    assert f'<td class="name">shift_targeted</td>{cells}' in dom
 
 
 def test_resume_reruns_only_unfinished_pieces(arena: dict) -> None:
@@ -311,8 +323,9 @@ def test_resume_reruns_only_unfinished_pieces(arena: dict) -> None:
 
 
 def test_hanging_attack_is_killed_and_scores_what_it_wrote(arena: dict) -> None:
-    for name in ("crasher", "garbage", "broken_json", "no_metadata", "weird_type", "no_entry", "random_noise", "shift"):
+    for name in ("crasher", "garbage", "broken_json", "no_metadata", "weird_type", "no_entry", "shift"):
         shutil.rmtree(arena["attacks"] / name)
+    (arena["attacks"] / "random_noise.zip").unlink()
     _submission(arena["attacks"] / "hang", "attack", 'for f in "$1"/*.png; do cp "$f" "$2"/; break; done\nsleep 300 &\nwait\n')
     result = CliRunner().invoke(evaluate_command, _arguments(arena, "--time-limit", "4"))
     assert result.exit_code == 1, result.output
@@ -354,8 +367,9 @@ def test_scoring_counts_missing_images_and_classifications() -> None:
 
 def test_evaluate_on_ray(arena: dict) -> None:
     ray = pytest.importorskip("ray")
-    for name in ("crasher", "garbage", "broken_json", "no_metadata", "weird_type", "no_entry", "random_noise"):
+    for name in ("crasher", "garbage", "broken_json", "no_metadata", "weird_type", "no_entry"):
         shutil.rmtree(arena["attacks"] / name)
+    (arena["attacks"] / "random_noise.zip").unlink()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         result = CliRunner().invoke(evaluate_command, _arguments(arena, "--executor", "ray"))
@@ -379,3 +393,86 @@ def test_dataset_csv_without_true_label_is_a_usage_error(arena: dict) -> None:
 def test_epsilon_option_rejects_nonsense(arena: dict) -> None:
     result = CliRunner().invoke(evaluate_command, _arguments(arena)[:-6] + ["--epsilon", "huge"])
     assert result.exit_code == 2 and "cycle" in result.output
+
+
+def test_samples_with_a_real_model(shared_data: Path, tmp_path: Path) -> None:
+    """The shipped samples (noop, random noise, FGSM, the EfficientNet-Lite0 defense) on two dev images."""
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    image_ids = ["000b7d55b6184b08", "001b5e6f1b89fd3b"]
+    for image_id in image_ids:
+        shutil.copyfile(shared_data / "dev_images" / f"{image_id}.png", dataset / f"{image_id}.png")
+    attacks, defenses = tmp_path / "attacks", tmp_path / "defenses"
+    for name in ("noop", "random_noise", "fgsm"):
+        shutil.copytree(SAMPLES / "attacks" / name, attacks / name)
+    shutil.copytree(SAMPLES / "defenses" / "defense_lite0", defenses / "defense_lite0")
+    _submission(defenses / "mean", "defense", 'python "$(dirname "$0")/helper.py" "$1" "$2" mean\n', helper=DEFENSE_SCRIPT)
+    work, out = tmp_path / "work", tmp_path / "out"
+    result = CliRunner().invoke(
+        evaluate_command,
+        [
+            "--attacks-dir", str(attacks), "--defenses-dir", str(defenses), "--dataset-dir", str(dataset),
+            "--dataset-metadata", str(shared_data / "dev_dataset.csv"), "--intermediate-results-dir", str(work),
+            "--output-dir", str(out), "--epsilon", "16", "--jobs", "2", "--quiet",
+        ],
+    )
+    # The dev CSV has 1000 rows for our 2 images: reported, so exit 1; nothing else may go wrong.
+    assert result.exit_code == 1, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert [line for line in results["problems"] if "absent from" not in line] == []
+
+    from nips_adv.contract.csv_files import read_dataset_csv
+    from nips_adv.models.runtime import Classifier
+
+    frame = read_dataset_csv(shared_data / "dev_dataset.csv").set_index("ImageId")
+    true = {image_id: int(frame.loc[image_id, "TrueLabel"]) for image_id in image_ids}
+    adversarial = {
+        name: np.stack([read_png(work / "pieces" / "attack" / name / "batch_0000" / "clipped" / f"{i}.png") for i in image_ids])
+        for name in ("noop", "random_noise", "fgsm")
+    }
+    clean = np.stack([read_png(dataset / f"{i}.png") for i in image_ids])
+    assert np.abs(adversarial["fgsm"].astype(int) - clean.astype(int)).max() == 16
+    with Classifier.create("efficientnet_lite0") as model:
+        predicted = {name: model.predict(pixels) for name, pixels in adversarial.items()}
+    matrix = _read_matrix(out / "accuracy_on_attacks.csv")
+    for name, pixels in adversarial.items():
+        assert matrix[(name, "defense_lite0")] == sum(int(p) == true[i] for p, i in zip(predicted[name], image_ids))
+        assert matrix[(name, "mean")] == sum(mean_label(pixels[k]) == true[i] for k, i in enumerate(image_ids))
+    # Lite0 gets both clean images right and FGSM against Lite0 itself (white box) fools it on at least one.
+    assert matrix[("noop", "defense_lite0")] == 2
+    assert matrix[("fgsm", "defense_lite0")] < 2
+    report = (out / "report.html").read_text()
+    assert "fgsm" in report and "defense_lite0" in report
+    # The gallery names the true class of each example.
+    from markupsafe import escape
+
+    from nips_adv.evaluation.report import class_label_text
+
+    assert str(escape(class_label_text(true[image_ids[0]]))) in report
+
+
+def test_docker_runner_uses_the_organisers_command_lines(arena: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Docker engine here: a `docker` on PATH records its arguments, so the command lines are checked up to the engine."""
+    for name in ("crasher", "garbage", "broken_json", "no_metadata", "weird_type", "no_entry", "shift"):
+        shutil.rmtree(arena["attacks"] / name)
+    (arena["attacks"] / "random_noise.zip").unlink()
+    shutil.rmtree(arena["targeted"])
+    arena["targeted"].mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "docker_calls.txt"
+    (bin_dir / "docker").write_text(f'#!/bin/bash\necho "$*" >> "{calls}"\n')
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    result = CliRunner().invoke(evaluate_command, _arguments(arena, "--runner", "docker", "--gpu"))
+    assert result.exit_code == 1, result.output  # the recorded 'containers' wrote nothing
+    lines = calls.read_text().splitlines()
+    attack_lines = [line for line in lines if "run_attack.sh" in line]
+    defense_lines = [line for line in lines if "run_defense.sh" in line]
+    assert len(attack_lines) == 3 and len(defense_lines) == 2 * 3  # noop x 3 batches; 2 defenses x 3 pool batches (5 clean images)
+    for line in attack_lines:
+        assert "--network=none" in line and "-m=24g" in line and "--gpus all" in line
+        assert ":/input_images:ro" in line and ":/output_images " in line and "-w /code" in line
+        # The noop sample's container_gpu, and the epsilon of each batch.
+        assert line.endswith(tuple(f"nips-adv:0.1.0-gpu ./run_attack.sh /input_images /output_images {eps}" for eps in (4, 8, 12)))
+    assert all(line.endswith("./run_defense.sh /input_images /output_data/result.csv") for line in defense_lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ _FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
     required=True,
     help="Work folder: logs, outputs, the pool. Reuse it to resume: finished pieces are skipped.",
 )
-@click.option("--output-dir", "--output_dir", "output_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--output-dir", "--output_dir", "output_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Where the score files, results.json and report.html go.")
 @click.option("--epsilon", type=EvaluationEpsilonType(), default=16, show_default=True, help="MAX_EPSILON, or 'cycle' for 4/8/12/16 per batch of 100.")
 @click.option("--save-all-classification/--nosave-all-classification", "--save_all_classification/--nosave_all_classification", default=False, help="Also write all_classification.csv.")
 @click.option("--runner", type=click.Choice(["local", "docker"]), default="local", show_default=True, help="local: run entry points directly; docker: the organisers' docker run.")
@@ -105,6 +106,8 @@ def evaluate_command(
     from ..evaluation.run import LOG_FILE, EvaluationError, evaluate
     from ..submission.runner import network_isolation_available
 
+    if runner == "docker" and shutil.which("docker") is None:
+        fail("nips-adv evaluate", "--runner docker: docker not found on PATH")
     if offline and runner == "local" and not network_isolation_available():
         fail("nips-adv evaluate", "--offline needs 'unshare --net --map-root-user' (user namespaces) on this machine")
     settings = RunSettings(runner_kind=runner, gpu=gpu, offline=offline, time_limit=time_limit)

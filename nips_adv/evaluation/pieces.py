@@ -31,6 +31,7 @@ from ..submission.runner import Runner, RunnerError, RunResult, run_attack_submi
 from .plan import AttackPiece, DefensePiece
 
 DONE_FILE = "done.json"
+ERROR_FILE = "error.json"
 RESULT_FILE = "result.csv"
 ATTACK_OUTPUT_SUFFIXES = (".png", ".jpg")
 """Output files the organisers picked up: IMAGEID.png or IMAGEID.jpg."""
@@ -74,7 +75,9 @@ def run_piece(piece: AttackPiece | DefensePiece, settings: RunSettings) -> dict:
         record = _run_defense_piece(piece, settings)
     record["key"] = piece.key
     record["fingerprint"] = piece.fingerprint
-    _write_json_atomic(piece_dir / DONE_FILE, record)
+    # A runner that could not start (no Docker engine...) is not the submission's fault: no
+    # done.json, so the next run tries again.
+    _write_json_atomic(piece_dir / (ERROR_FILE if record["status"] == "error" else DONE_FILE), record)
     return record
 
 

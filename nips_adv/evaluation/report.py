@@ -61,7 +61,7 @@ def write_report(
     output_dir = Path(output_dir)
     files_dir = output_dir / REPORT_FILES_DIR
     files_dir.mkdir(parents=True, exist_ok=True)
-    heatmaps = {key: _heatmap(scores.matrices[key], MATRIX_TITLES[key], files_dir / f"{key}.png") for key in MATRIX_FILES}
+    heatmaps = {key: _heatmap(scores.matrices[key], files_dir / f"{key}.png") for key in MATRIX_FILES}
     images = [DatasetImage(**image) for image in state["images"]]
     gallery = _gallery(state, images, pool, predictions, intermediate_dir, files_dir)
     results = _results(scores, state, pieces, problems)
@@ -88,7 +88,7 @@ def write_report(
     return written
 
 
-def _heatmap(matrix: pd.DataFrame, title: str, path: Path) -> str | None:
+def _heatmap(matrix: pd.DataFrame, path: Path) -> str | None:
     """A PNG heatmap of ``matrix``; its file name, or None when the matrix is empty."""
     if matrix.empty:
         return None
@@ -104,7 +104,7 @@ def _heatmap(matrix: pd.DataFrame, title: str, path: Path) -> str | None:
     axes.set_yticks(range(rows), labels=[str(name) for name in matrix.index])
     axes.set_xlabel("defense")
     axes.set_ylabel("attack")
-    axes.set_title(title, fontsize=10)
+    axes.set_title(path.stem, fontsize=10)
     peak = matrix.values.max(initial=0)
     if rows * columns <= 400:
         for row in range(rows):

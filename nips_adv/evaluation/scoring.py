@@ -136,7 +136,9 @@ def compute_scores(
 
 
 def _ranking(scores: pd.Series, images: int, opponents: int) -> pd.DataFrame:
-    frame = pd.DataFrame({"Name": [str(name) for name in scores.index], "Score": [int(value) for value in scores.values]})
+    frame = pd.DataFrame(
+        {"Name": pd.Series([str(name) for name in scores.index], dtype=object), "Score": pd.Series([int(value) for value in scores.values], dtype=np.int64)}
+    )
     frame["Images"] = images
     frame["Opponents"] = opponents
     denominator = images * opponents
