@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 from .contract.csv_files import write_label_rows
 from .contract.folder_job import JobReport, input_batches
+from .labels import class_name
 from .models.runtime import Classifier
+
+logger = logging.getLogger("nips_adv")
 
 
 def predict_directory(
@@ -24,7 +28,10 @@ def predict_directory(
     the images of the batches the caller has consumed.
     """
     for batch in input_batches(Path(input_dir), batch_size, report, progress=progress):
-        yield list(zip(batch.names, model.predict(batch.pixels).tolist()))
+        rows = list(zip(batch.names, model.predict(batch.pixels).tolist()))
+        for name, label in rows:
+            logger.debug("%s: %d (%s)", name, label, class_name(label))
+        yield rows
 
 
 def classify_directory(

@@ -145,7 +145,7 @@ def test_sample_photos_are_classified_correctly(classifier: Classifier) -> None:
 
 def test_gradient_reaches_the_pixels(classifier: Classifier) -> None:
     pixels = _sample_photos()["coffee"][None].astype(np.float32)
-    gradient = classifier.loss_gradient(pixels, np.array([ESPRESSO]))
+    gradient, _ = classifier.loss_gradient(pixels, np.array([ESPRESSO]))
     assert gradient.shape == pixels.shape and np.isfinite(gradient).all() and np.abs(gradient).max() > 0
 
 

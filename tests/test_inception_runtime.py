@@ -66,17 +66,19 @@ def test_logits_are_in_label_order_and_predictions_are_labels(classifier: Classi
 
 def test_gradient_flows_back_through_the_resize_of_odd_sizes(classifier: Classifier) -> None:
     odd = np.random.default_rng(1).integers(0, 256, size=(2, 180, 240, 3), dtype=np.uint8)
-    gradient = classifier.loss_gradient(odd, classifier.predict(odd))
+    gradient, used = classifier.loss_gradient(odd, None)
+    assert used.tolist() == classifier.predict(odd).tolist()  # None: the model's own prediction
     assert gradient.shape == odd.shape
     assert np.count_nonzero(gradient) > 0.9 * gradient.size
-    diverse = classifier.loss_gradient(odd, np.array([1, 2]), diversity_prob=1.0)
+    diverse, used = classifier.loss_gradient(odd, np.array([1, 2]), diversity_prob=1.0)
+    assert used.tolist() == [1, 2]
     assert diverse.shape == odd.shape and np.isfinite(diverse).all()
 
 
 def test_non_targeted_attack_changes_the_white_box_prediction(classifier: Classifier, images: np.ndarray) -> None:
     clean_labels = classifier.predict(images)
     adversarial = sign_gradient_attack(
-        classifier, images, 16, labels=clean_labels, targeted=False, config=method_config("mi-fgsm", iterations=3)
+        classifier, images, 16, labels=None, targeted=False, config=method_config("mi-fgsm", iterations=3)
     )
     assert max_perturbation(adversarial, images) <= 16
     changed = classifier.predict(adversarial) != clean_labels

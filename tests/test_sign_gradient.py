@@ -27,7 +27,11 @@ class ScriptedModel:
 
     def loss_gradient(self, pixels, labels, *, diversity_prob=0.0, diversity_scale=1.0):
         self.calls.append({"pixels": pixels.copy(), "labels": labels, "diversity_prob": diversity_prob})
-        return self.gradients[(len(self.calls) - 1) % len(self.gradients)]
+        used = np.full(len(pixels), 42) if labels is None else labels
+        return self.gradients[(len(self.calls) - 1) % len(self.gradients)], used
+
+    def predict(self, pixels):
+        return np.full(len(pixels), 17)
 
 
 def _clean(shape=(2, 6, 5, 3), seed=0) -> np.ndarray:
@@ -93,6 +97,17 @@ def test_every_method_respects_the_bound(case: BoundCase) -> None:
     assert max_perturbation(adversarial, clean) <= case.eps
     if case.eps == 0:
         assert np.array_equal(adversarial, clean)
+
+
+def test_own_prediction_is_taken_once_and_kept() -> None:
+    clean = _clean()
+    model = ScriptedModel([np.ones(clean.shape, np.float32)])
+    sign_gradient_attack(model, clean, 4, labels=None, targeted=False, config=METHODS["i-fgsm"])
+    assert model.calls[0]["labels"] is None
+    assert all(call["labels"].tolist() == [42, 42] for call in model.calls[1:])
+    diverse = ScriptedModel([np.ones(clean.shape, np.float32)])
+    sign_gradient_attack(diverse, clean, 4, labels=None, targeted=False, config=METHODS["di-mi-fgsm"])
+    assert all(call["labels"].tolist() == [17, 17] for call in diverse.calls)  # predicted on the clean batch
 
 
 def test_input_diversity_probability_reaches_the_model() -> None:

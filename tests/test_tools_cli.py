@@ -184,3 +184,17 @@ def test_checkpoint_of_another_model_is_one_line(tmp_path: Path, inception_v3_ch
     )
     assert result.exit_code == 2
     assert result.stderr.strip().count("\n") == 0 and "missing.ckpt" in result.stderr
+
+
+def test_verbose_defense_names_each_predicted_class(tmp_path: Path, inception_v3_checkpoint: Path) -> None:
+    from nips_adv.labels import class_name
+
+    _make_inputs(tmp_path / "in", count=2)
+    result = CliRunner().invoke(
+        defense_command,
+        [str(tmp_path / "in"), str(tmp_path / "result.csv"), "--checkpoint", str(inception_v3_checkpoint), "-q", "-v"],
+    )
+    assert result.exit_code == 0, result.output
+    for line in (tmp_path / "result.csv").read_text().splitlines():
+        name, label = line.split(",")
+        assert f"{name}: {label} ({class_name(int(label))})" in result.stderr

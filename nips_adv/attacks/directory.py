@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,12 @@ import numpy as np
 from ..contract.csv_files import read_target_classes
 from ..contract.folder_job import JobReport, input_batches
 from ..contract.images import write_png
+from ..labels import class_name
 from ..models.runtime import Classifier
 from .sign_gradient import SignGradientConfig, sign_gradient_attack
+
+
+logger = logging.getLogger("nips_adv")
 
 
 class OutputDirError(ValueError):
@@ -55,8 +60,10 @@ def attack_directory(
         output_dir.mkdir(parents=True, exist_ok=True)
         if targeted:
             labels = _target_labels(batch.names, targets, model, batch.pixels, report)
+            for name, label in zip(batch.names, labels):
+                logger.debug("%s: toward %d (%s)", name, label, class_name(label))
         else:
-            labels = model.predict(batch.pixels)
+            labels = None  # the model's own prediction, taken with the first gradient
         adversarial = sign_gradient_attack(model, batch.pixels, eps, labels=labels, targeted=targeted, config=config)
         for name, pixels in zip(batch.names, adversarial):
             write_png(pixels, output_dir / name)

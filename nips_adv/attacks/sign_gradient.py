@@ -22,8 +22,10 @@ class GradientModel(Protocol):
     """What the loop needs of a model (``nips_adv.models.runtime.Classifier`` is one)."""
 
     def loss_gradient(
-        self, pixels: np.ndarray, labels: np.ndarray, *, diversity_prob: float = 0.0, diversity_scale: float = ...
-    ) -> np.ndarray: ...
+        self, pixels: np.ndarray, labels: np.ndarray | None, *, diversity_prob: float = 0.0, diversity_scale: float = ...
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -86,33 +88,39 @@ def sign_gradient_attack(
     clean: np.ndarray,
     eps: float,
     *,
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     targeted: bool,
     config: SignGradientConfig,
 ) -> np.ndarray:
     """Attack a batch and return the adversarial images, uint8, within eps of ``clean``.
 
     ``clean`` is ``(batch, height, width, 3)`` uint8; ``labels`` ``(batch,)`` ints 1..1000: the
-    class to move away from (non-targeted: usually the model's own prediction) or toward
-    (targeted: the loss toward it is descended, a sign flip and nothing else).
+    class to move away from or toward (targeted: the loss toward it is descended, a sign flip
+    and nothing else). None (non-targeted only) means the model's own prediction on ``clean``,
+    which avoids label leaking; it comes with the first gradient, at no extra cost.
     """
     lower, upper = epsilon_box(clean, eps)
     if eps == 0:
         return clean.copy()
+    if labels is None and (targeted or config.diversity_prob > 0):
+        # A targeted attack has no "own" label; under DI the first pass sees a transformed image.
+        labels = model.predict(clean)
     adversarial = clean.astype(np.float32)
     step = config.step_size if config.step_size is not None else eps / config.iterations
     direction_sign = -1.0 if targeted else 1.0
     momentum = np.zeros_like(adversarial)
     for _ in range(config.iterations):
-        gradient = model.loss_gradient(
+        gradient, labels = model.loss_gradient(
             adversarial, labels, diversity_prob=config.diversity_prob, diversity_scale=config.diversity_scale
         )
         if config.ti_kernel_size:
             gradient = gaussian_smooth(gradient, config.ti_kernel_size, config.ti_sigmas)
         # Per-image L1 normalisation keeps steps of different magnitude comparable in the momentum
         # sum; with decay 0 it leaves the sign, hence I-FGSM and FGSM, unchanged.
-        momentum = config.decay * momentum + gradient / _mean_abs(gradient)
-        adversarial = np.clip(adversarial + direction_sign * step * np.sign(momentum), lower, upper)
+        momentum *= config.decay
+        momentum += gradient / _mean_abs(gradient)
+        adversarial += (direction_sign * step) * np.sign(momentum)
+        np.clip(adversarial, lower, upper, out=adversarial)
     return project_to_epsilon_box(adversarial, clean, eps)
 
 

@@ -45,15 +45,19 @@ class Classifier:
             if seed is not None:
                 tf1.set_random_seed(seed)
             self._pixels = tf1.placeholder(tf.float32, [None, None, None, 3], name="pixels")
-            self._labels = tf1.placeholder(tf.int32, [None], name="labels")
+            # Labels 1..1000; 0 (the default) stands for "the model's own prediction", so a
+            # non-targeted attack needs no separate forward pass to choose its labels.
+            self._labels = tf1.placeholder_with_default(tf.zeros(tf.shape(self._pixels)[:1], tf.int32), [None], name="labels")
             self._diversity_prob = tf1.placeholder_with_default(0.0, [], name="diversity_prob")
             self._diversity_scale = tf1.placeholder_with_default(DEFAULT_DIVERSITY_SCALE, [], name="diversity_scale")
             model_pixels = _resize_to(self._pixels, spec.image_size)
             model_pixels = _input_diversity(model_pixels, spec.image_size, self._diversity_prob, self._diversity_scale)
             logits = spec.build_logits(spec.preprocess(model_pixels), scope)
             self._logits = tf.cast(logits[:, spec.label_offset :], tf.float32)
+            own_labels = tf.cast(tf.argmax(self._logits, axis=1), tf.int32) + 1
+            self._used_labels = tf.where(self._labels > 0, self._labels, own_labels)
             loss = tf.reduce_sum(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=self._labels - 1, logits=self._logits)
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=self._used_labels - 1, logits=self._logits)
             )
             self._gradient = tf.gradients(loss, self._pixels)[0]
             variables = tf1.global_variables()
@@ -87,28 +91,32 @@ class Classifier:
     def loss_gradient(
         self,
         pixels: np.ndarray,
-        labels: np.ndarray,
+        labels: np.ndarray | None,
         *,
         diversity_prob: float = 0.0,
         diversity_scale: float = DEFAULT_DIVERSITY_SCALE,
-    ) -> np.ndarray:
-        """Gradient of the summed cross-entropy toward ``labels`` (1..1000) w.r.t. the pixels.
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Gradient of the summed cross-entropy toward ``labels`` w.r.t. the pixels, and the labels used.
 
-        Same shape as ``pixels``, float32, in pixel units. With ``diversity_prob`` > 0 the model
-        sees, with that probability, a randomly resized and padded copy (input diversity, one
-        draw per call); the gradient flows back through that transform and through the resize
-        to the model's input size.
+        ``labels``: ``(batch,)`` ints 1..1000, or None for the model's own prediction on
+        ``pixels`` (computed in the same pass). The gradient has the shape of ``pixels``,
+        float32, in pixel units. With ``diversity_prob`` > 0 the model sees, with that
+        probability, a randomly resized and padded copy (input diversity, one draw per call);
+        the gradient flows back through that transform and through the resize to the model's
+        input size.
         """
-        labels = np.asarray(labels, dtype=np.int32)
-        if labels.shape != (len(pixels),) or labels.min(initial=1) < 1 or labels.max(initial=1) > NUM_LABELS:
-            raise ValueError(f"labels must be {len(pixels)} integers 1..{NUM_LABELS}")
         feed = {
             self._pixels: _as_float_pixels(pixels),
-            self._labels: labels,
             self._diversity_prob: float(diversity_prob),
             self._diversity_scale: float(diversity_scale),
         }
-        return self._session.run(self._gradient, feed)
+        if labels is not None:
+            labels = np.asarray(labels, dtype=np.int32)
+            if labels.shape != (len(pixels),) or labels.min(initial=1) < 1 or labels.max(initial=1) > NUM_LABELS:
+                raise ValueError(f"labels must be {len(pixels)} integers 1..{NUM_LABELS}")
+            feed[self._labels] = labels
+        gradient, used_labels = self._session.run([self._gradient, self._used_labels], feed)
+        return gradient, used_labels.astype(np.int64)
 
     def close(self) -> None:
         self._session.close()
