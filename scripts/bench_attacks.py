@@ -108,6 +108,7 @@ def main() -> int:
                 print(f"  crafted {attack.label:<26} {time.perf_counter() - started:7.1f} s", flush=True)
 
         figures: dict[tuple[str, str], tuple[float, float]] = {}
+        correct_images: dict[tuple[str, str], set[str]] = {}
         for model_name in eval_models:
             started = time.perf_counter()
             with Classifier.create(model_name) as model:
@@ -115,11 +116,30 @@ def main() -> int:
                     report = score_directory(folder, dataset_csv=arguments.dataset, model=model,
                                              batch_size=arguments.batch_size, progress=False)
                     figures[label, model_name] = (report.accuracy, report.target_hit_rate)
+                    correct_images[label, model_name] = {score.image for score in report.scores if score.correct}
             print(f"  scored on {model_name:<22} {time.perf_counter() - started:7.1f} s", flush=True)
 
     print()
     print_table(attacks, eval_models, figures)
+    if arguments.source_model in eval_models:
+        print_label_leaks(attacks, arguments.source_model, correct_images)
     return 0
+
+
+def print_label_leaks(attacks: tuple[AttackRun, ...], source_model: str, correct_images: dict) -> None:
+    """White box: how many images right after a non-targeted attack were wrong before it.
+
+    The contract gives the attack no true label, so it moves away from the model's own
+    prediction; on an image the model got wrong, that can move it onto the true class.
+    """
+    clean_correct = correct_images["clean", source_model]
+    for attack in attacks:
+        if attack.targeted:
+            continue
+        still = correct_images[attack.label, source_model]
+        leaked = sorted(still - clean_correct)
+        print(f"{attack.label} on {source_model}: {len(still)} images right after the attack, "
+              f"{len(leaked)} of them wrong before it" + (f" ({', '.join(leaked)})" if leaked else ""))
 
 
 def print_table(attacks: tuple[AttackRun, ...], eval_models: list[str], figures: dict) -> None:
