@@ -24,7 +24,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .contract.constants import IMAGE_SIZE, TARGET_CLASS_FILE
 from .contract.csv_files import write_label_file
-from .contract.images import read_png, to_rgb_array, write_png
+from .contract.images import read_png, write_png
+from .download.dataset import crop_and_resize
 from .labels import class_name
 from .scoring import ScoreReport, score_prediction_file
 
@@ -112,19 +113,14 @@ class DemoResult:
 
 
 def load_sample_photo(photo: SamplePhoto) -> np.ndarray:
-    """The photo cropped to its box and resized to ``(299, 299, 3)`` uint8 (antialiased bicubic)."""
+    """The photo cropped to its box and resized to ``(299, 299, 3)`` uint8, as the dataset downloader does."""
     try:
         from skimage import data as skimage_data
     except ImportError:
         raise DemoError("the demo's photos come with scikit-image: pip install 'nips_adv[demo]'") from None
     loaded = getattr(skimage_data, photo.loader)()
     pixels = loaded[0] if isinstance(loaded, tuple) else loaded  # stereo_motorcycle: (left, right, disparity)
-    image = Image.fromarray(np.asarray(pixels))
-    width, height = image.size
-    x1, y1, x2, y2 = photo.box
-    box = (round(x1 * width), round(y1 * height), round(x2 * width), round(y2 * height))
-    resized = image.crop(box).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC, reducing_gap=None)
-    return to_rgb_array(resized)
+    return crop_and_resize(Image.fromarray(np.asarray(pixels)), photo.box)
 
 
 def write_sample_photos(folder: Path, photos: tuple[SamplePhoto, ...] = SAMPLE_PHOTOS) -> pd.DataFrame:
