@@ -33,6 +33,7 @@ import numpy as np
 from ..contract.constants import IMAGE_SIZE
 from .checkpoints import CheckpointError, cache_dir, checkpoint_exists
 from .registry import ModelSpec, register_model
+from .layers import frozen_batch_norm
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -178,9 +179,7 @@ def build_efficientnet_lite_logits(images: "tf.Tensor", scope: str, *, variant: 
             beta = tf1.get_variable("beta", [channels], initializer=tf1.zeros_initializer())
             mean = tf1.get_variable("moving_mean", [channels], initializer=tf1.zeros_initializer(), trainable=False)
             variance = tf1.get_variable("moving_variance", [channels], initializer=tf1.ones_initializer(), trainable=False)
-        net, _, _ = tf1.nn.fused_batch_norm(
-            net, gamma, beta, mean=mean, variance=variance, epsilon=BATCH_NORM_EPSILON, is_training=False
-        )
+        net = frozen_batch_norm(net, mean=mean, variance=variance, offset=beta, scale=gamma, epsilon=BATCH_NORM_EPSILON)
         return tf.nn.relu6(net) if relu6 else net
 
     native_size = variant.native_size
