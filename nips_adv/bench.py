@@ -23,8 +23,10 @@ INCEPTION_V3_FORWARD_GFLOP = 11.5
 GRADIENT_FLOP_FACTOR = 2.0
 """Forward plus backward to the input costs about twice the forward (no weight gradients)."""
 
-CLEVERHANS_MI_FGSM_IMAGE_ITERATIONS_PER_S = 6.0
-"""cleverhans 4.0's TF2 MI-FGSM on Keras' InceptionV3, measured on this 2-core machine (issue figure)."""
+CLEVERHANS_MI_FGSM_IMAGE_ITERATIONS_PER_S = 2.14
+"""cleverhans 4.0's TF2 MI-FGSM (10 iterations, batch 16) on Keras' InceptionV3, measured on the
+project's 2-core machine on 2026-11-24, when its fp32 matmul ran at ~60 GFLOP/s. The issue quotes
+6.0 from a faster day of the same machine kind (~215 GFLOP/s): compare ratios to the matmul peak."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..archives import ARCHIVE_SUFFIXES, ArchiveError, extract_archive, find_submission_root
 from ..contract.constants import BATCH_IMAGES, COMPETITION_EPSILONS, NUM_LABELS
-from ..contract.csv_files import ContractFileError, read_dataset_csv
+from ..contract.csv_files import read_dataset_csv
 from ..contract.images import list_png_files
 from ..submission.metadata import SubmissionError, SubmissionMetadata, read_metadata
 
