@@ -68,10 +68,24 @@ def gradient_throughput(
     return Throughput(f"{model_name} {precision} batch {batch_size}", batch_size / best, best)
 
 
+@dataclass(frozen=True)
+class AttackRunTime:
+    seconds: float
+    budget_messages: tuple[str, ...]
+    """The tool's time-budget warnings: where it ran fewer iterations than configured."""
+
+
 def attack_wall_time(
-    model_name: str, checkpoint: Path, *, images_dir: Path | None, count: int = 100, eps: int = 16, precision: str = "float32"
-) -> float:
-    """Seconds of ``nips-attack INPUT OUTPUT eps`` with default settings on ``count`` images, as a user runs it."""
+    model_name: str,
+    checkpoint: Path,
+    *,
+    images_dir: Path | None,
+    count: int = 100,
+    eps: int = 16,
+    precision: str = "float32",
+    time_budget: str = "auto",
+) -> AttackRunTime:
+    """Wall time of ``nips-attack INPUT OUTPUT eps`` with default settings on ``count`` images, as a user runs it."""
     with tempfile.TemporaryDirectory(prefix="nips_adv_bench_") as scratch:
         input_dir, output_dir = Path(scratch) / "input", Path(scratch) / "output"
         input_dir.mkdir()
@@ -83,14 +97,18 @@ def attack_wall_time(
         command = [
             os.path.join(os.path.dirname(sys.executable), "nips-attack"),
             str(input_dir), str(output_dir), str(eps),
-            "--model", model_name, "--checkpoint", str(checkpoint), "--precision", precision, "--quiet",
+            "--model", model_name, "--checkpoint", str(checkpoint), "--precision", precision,
+            "--time-budget", time_budget, "--quiet",
         ]
         started = time.perf_counter()
-        subprocess.run(command, check=True)
+        completed = subprocess.run(command, capture_output=True, text=True)
         elapsed = time.perf_counter() - started
+        if completed.returncode != 0:
+            raise RuntimeError(f"nips-attack exited with {completed.returncode}: {completed.stderr.strip()[-2000:]}")
         if len(list_png_files(output_dir)) != count:
             raise RuntimeError(f"nips-attack wrote {len(list_png_files(output_dir))} of {count} images")
-        return elapsed
+        messages = tuple(line for line in completed.stderr.splitlines() if "time budget" in line)
+        return AttackRunTime(elapsed, messages)
 
 
 def _timed(function) -> float:

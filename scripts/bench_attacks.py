@@ -58,6 +58,8 @@ def main() -> int:
     parser.add_argument("--source-model", default="efficientnet_lite0", help="Model the attacks are crafted on.")
     parser.add_argument("--eval-models", default=",".join(EVAL_MODELS), help="Comma-separated models that score them.")
     parser.add_argument("--variants", action="store_true", help="Also DI-MI-FGSM, TI-DI-MI-FGSM and targeted DI-MI-FGSM.")
+    parser.add_argument("--own-classes", type=int, default=None,
+                        help="Non-targeted attacks move away from the source model's top K classes [default: the library's].")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--work", type=Path, default=None, help="Keep the adversarial images here [default: a temp folder].")
     arguments = parser.parse_args()
@@ -100,7 +102,7 @@ def main() -> int:
                     folders[attack.label],
                     arguments.eps,
                     model=source,
-                    config=method_config(attack.method, iterations=attack.iterations),
+                    config=method_config(attack.method, iterations=attack.iterations, own_classes=arguments.own_classes),
                     targeted=attack.targeted,
                     batch_size=arguments.batch_size,
                     progress=False,

@@ -145,7 +145,7 @@ def test_sample_photos_are_classified_correctly(classifier: Classifier) -> None:
 
 def test_gradient_reaches_the_pixels(classifier: Classifier) -> None:
     pixels = _sample_photos()["coffee"][None].astype(np.float32)
-    gradient, _ = classifier.loss_gradient(pixels, np.array([ESPRESSO]))
+    gradient, _, _ = classifier.loss_gradient(pixels, np.array([ESPRESSO]))
     assert gradient.shape == pixels.shape and np.isfinite(gradient).all() and np.abs(gradient).max() > 0
 
 
@@ -159,3 +159,31 @@ def test_dev_images_are_classified_as_well_as_by_the_reference(classifier: Class
     predictions = np.concatenate([classifier.predict(images[start : start + 50]) for start in range(0, len(images), 50)])
     accuracy = float(np.mean(predictions == frame["TrueLabel"].to_numpy()))
     assert accuracy == pytest.approx(REFERENCE_DEV_ACCURACY[classifier.spec.name], abs=0.01)
+
+
+@pytest.mark.parametrize("classifier", ["efficientnet_lite0"], indirect=True)
+def test_images_the_model_gets_wrong_are_not_pushed_onto_their_true_class(classifier: Classifier, shared_data: Path) -> None:
+    """The contract gives no true label, so a non-targeted attack moves away from the model's own
+    belief. Away from its prediction alone (own_classes=1), I-FGSM pushes some of the images the
+    model got wrong onto their true class; away from its top classes weighted by probability
+    (the default), none."""
+    from nips_adv.attacks import method_config, sign_gradient_attack
+
+    frame = read_dataset_csv(shared_data / "dev_images.csv")
+    images = np.stack([read_png(shared_data / "dev_images" / f"{image_id}.png") for image_id in frame["ImageId"]])
+    true_labels = frame["TrueLabel"].to_numpy()
+    predictions = np.concatenate([classifier.predict(images[start : start + 50]) for start in range(0, len(images), 50)])
+    wrong = np.flatnonzero(predictions != true_labels)
+    assert 10 <= len(wrong) <= 30  # 21 of the 200 for the reference implementation
+
+    def attacked_accuracy(own_classes: int) -> int:
+        config = method_config("i-fgsm", own_classes=own_classes)
+        landed = 0
+        for start in range(0, len(wrong), 16):
+            batch = wrong[start : start + 16]
+            adversarial = sign_gradient_attack(classifier, images[batch], 16, labels=None, targeted=False, config=config)
+            landed += int(np.sum(classifier.predict(adversarial) == true_labels[batch]))
+        return landed
+
+    assert attacked_accuracy(own_classes=1) >= 2
+    assert attacked_accuracy(own_classes=method_config("i-fgsm").own_classes) == 0

@@ -66,12 +66,12 @@ def test_logits_are_in_label_order_and_predictions_are_labels(classifier: Classi
 
 def test_gradient_flows_back_through_the_resize_of_odd_sizes(classifier: Classifier) -> None:
     odd = np.random.default_rng(1).integers(0, 256, size=(2, 180, 240, 3), dtype=np.uint8)
-    gradient, used = classifier.loss_gradient(odd, None)
-    assert used.tolist() == classifier.predict(odd).tolist()  # None: the model's own prediction
+    gradient, used, _ = classifier.loss_gradient(odd, None)
+    assert used[:, 0].tolist() == classifier.predict(odd).tolist()  # None: the model's own prediction
     assert gradient.shape == odd.shape
     assert np.count_nonzero(gradient) > 0.9 * gradient.size
-    diverse, used = classifier.loss_gradient(odd, np.array([1, 2]), diversity_prob=1.0)
-    assert used.tolist() == [1, 2]
+    diverse, used, _ = classifier.loss_gradient(odd, np.array([1, 2]), diversity_prob=1.0)
+    assert used.tolist() == [[1], [2]]
     assert diverse.shape == odd.shape and np.isfinite(diverse).all()
 
 
@@ -83,6 +83,31 @@ def test_non_targeted_attack_changes_the_white_box_prediction(classifier: Classi
     assert max_perturbation(adversarial, images) <= 16
     changed = classifier.predict(adversarial) != clean_labels
     assert changed.sum() >= 3
+
+
+def test_weighted_labels_give_the_weighted_sum_of_gradients(classifier: Classifier, images: np.ndarray) -> None:
+    pixels = images[:2]
+    first, second = np.array([3, 700]), np.array([500, 12])
+    gradient_first, _, _ = classifier.loss_gradient(pixels, first)
+    gradient_second, _, _ = classifier.loss_gradient(pixels, second)
+    weights = np.array([[0.7, 0.3], [0.2, 0.8]], np.float32)
+    gradient_both, used, used_weights = classifier.loss_gradient(pixels, np.stack([first, second], axis=1), weights=weights)
+    assert used.tolist() == [[3, 500], [700, 12]] and np.array_equal(used_weights, weights)
+    expected = weights[:, 0, None, None, None] * gradient_first + weights[:, 1, None, None, None] * gradient_second
+    np.testing.assert_allclose(gradient_both, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+
+
+def test_own_labels_are_the_top_classes_weighted_by_probability(classifier: Classifier, images: np.ndarray) -> None:
+    pixels = images[:2]
+    _, own, own_weights = classifier.loss_gradient(pixels, None, own_classes=3)
+    logits = classifier.logits(pixels)
+    assert own.tolist() == (np.argsort(-logits, axis=1)[:, :3] + 1).tolist()
+    assert own[:, 0].tolist() == classifier.predict(pixels).tolist()
+    top = np.take_along_axis(logits, own - 1, axis=1)
+    np.testing.assert_allclose(own_weights, _softmax(top), rtol=1e-4, atol=1e-6)
+    labels, weights = classifier.own_labels(pixels, 3)
+    assert labels.tolist() == own.tolist()
+    np.testing.assert_allclose(weights, own_weights, rtol=1e-4, atol=1e-6)
 
 
 def test_targeted_attack_raises_the_target_probability_on_every_image(classifier: Classifier, images: np.ndarray) -> None:

@@ -25,13 +25,17 @@ class ScriptedModel:
         self.gradients = gradients
         self.calls: list[dict] = []
 
-    def loss_gradient(self, pixels, labels, *, diversity_prob=0.0, diversity_scale=1.0):
-        self.calls.append({"pixels": pixels.copy(), "labels": labels, "diversity_prob": diversity_prob})
-        used = np.full(len(pixels), 42) if labels is None else labels
-        return self.gradients[(len(self.calls) - 1) % len(self.gradients)], used
+    def loss_gradient(self, pixels, labels, *, weights=None, own_classes=1, diversity_prob=0.0, diversity_scale=1.0):
+        self.calls.append(
+            {"pixels": pixels.copy(), "labels": labels, "weights": weights, "own_classes": own_classes,
+             "diversity_prob": diversity_prob}
+        )
+        if labels is None:
+            labels, weights = np.full((len(pixels), own_classes), 42), np.full((len(pixels), own_classes), 1 / own_classes)
+        return self.gradients[(len(self.calls) - 1) % len(self.gradients)], labels, weights
 
-    def predict(self, pixels):
-        return np.full(len(pixels), 17)
+    def own_labels(self, pixels, count):
+        return np.full((len(pixels), count), 17), np.full((len(pixels), count), 0.5)
 
 
 def _clean(shape=(2, 6, 5, 3), seed=0) -> np.ndarray:
@@ -102,12 +106,22 @@ def test_every_method_respects_the_bound(case: BoundCase) -> None:
 def test_own_prediction_is_taken_once_and_kept() -> None:
     clean = _clean()
     model = ScriptedModel([np.ones(clean.shape, np.float32)])
-    sign_gradient_attack(model, clean, 4, labels=None, targeted=False, config=METHODS["i-fgsm"])
-    assert model.calls[0]["labels"] is None
-    assert all(call["labels"].tolist() == [42, 42] for call in model.calls[1:])
+    sign_gradient_attack(model, clean, 4, labels=None, targeted=False, config=method_config("i-fgsm", own_classes=3))
+    assert model.calls[0]["labels"] is None and model.calls[0]["own_classes"] == 3
+    assert all(call["labels"].tolist() == [[42] * 3] * 2 for call in model.calls[1:])
+    assert all(np.allclose(call["weights"], 1 / 3) for call in model.calls[1:])
     diverse = ScriptedModel([np.ones(clean.shape, np.float32)])
-    sign_gradient_attack(diverse, clean, 4, labels=None, targeted=False, config=METHODS["di-mi-fgsm"])
-    assert all(call["labels"].tolist() == [17, 17] for call in diverse.calls)  # predicted on the clean batch
+    sign_gradient_attack(diverse, clean, 4, labels=None, targeted=False, config=method_config("di-mi-fgsm", own_classes=2))
+    # Taken on the clean batch, since under DI the first pass sees a transformed one.
+    assert all(call["labels"].tolist() == [[17, 17]] * 2 for call in diverse.calls)
+    assert all(np.allclose(call["weights"], 0.5) for call in diverse.calls)
+
+
+def test_a_targeted_attack_without_targets_is_refused() -> None:
+    clean = _clean()
+    with pytest.raises(ValueError, match="needs labels"):
+        sign_gradient_attack(ScriptedModel([np.ones(clean.shape, np.float32)]), clean, 4, labels=None, targeted=True,
+                             config=METHODS["mi-fgsm"])
 
 
 def test_input_diversity_probability_reaches_the_model() -> None:
@@ -141,3 +155,5 @@ def test_method_overrides_and_validation() -> None:
         SignGradientConfig(ti_kernel_size=4)
     with pytest.raises(ValueError, match="iterations"):
         SignGradientConfig(iterations=0)
+    with pytest.raises(ValueError, match="own classes"):
+        SignGradientConfig(own_classes=0)

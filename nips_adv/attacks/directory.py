@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from ..contract.images import write_png
 from ..labels import class_name
 from ..models.runtime import Classifier
 from .sign_gradient import SignGradientConfig, sign_gradient_attack
+from .time_budget import TimeBudget
 
 
 logger = logging.getLogger("nips_adv")
@@ -40,12 +43,15 @@ def attack_directory(
     targeted: bool = False,
     batch_size: int = 16,
     progress: bool = True,
+    time_budget: TimeBudget | None = None,
 ) -> JobReport:
     """Write one adversarial PNG per input PNG (same name and size) into ``output_dir``.
 
     Non-targeted attacks move away from the model's own prediction (the contract gives no true
     label). Targeted attacks read ``INPUT_DIR/target_class.csv`` (ContractFileError when it is
     missing); an image absent from it is attacked toward its least-likely class, with a warning.
+    With a ``time_budget``, batches after the first run fewer iterations when the configured
+    number would not finish by its deadline (a warning says so).
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     check_output_dir(input_dir, output_dir)
@@ -56,17 +62,44 @@ def attack_directory(
         for problem in target_file.problems:
             report.warn(f"{problem}; row skipped")
         targets = target_file.labels
+    clock = time_budget.clock if time_budget is not None else time.monotonic
+    batch_started = clock()
+    previous_iterations = config.iterations
     for batch in input_batches(input_dir, batch_size, report, progress=progress):
         output_dir.mkdir(parents=True, exist_ok=True)
+        batch_config = config
+        if time_budget is not None:
+            images_left = report.images_found - report.images_done - len(report.failures)
+            iterations = time_budget.iterations_for(config.iterations, images_left)
+            if iterations != config.iterations:
+                batch_config = replace(config, iterations=iterations)
+            if iterations != previous_iterations:
+                report.warn(
+                    f"time budget: from {batch.names[0]} on, {iterations} of the {config.iterations} iterations "
+                    f"({time_budget.seconds_per_image_iteration:.2f} s per image-iteration measured; "
+                    f"{images_left} images and {time_budget.seconds_left():.0f} s left)"
+                )
+                previous_iterations = iterations
         if targeted:
             labels = _target_labels(batch.names, targets, model, batch.pixels, report)
             for name, label in zip(batch.names, labels):
                 logger.debug("%s: toward %d (%s)", name, label, class_name(label))
         else:
             labels = None  # the model's own prediction, taken with the first gradient
-        adversarial = sign_gradient_attack(model, batch.pixels, eps, labels=labels, targeted=targeted, config=config)
+        attack_started = clock()
+        adversarial = sign_gradient_attack(model, batch.pixels, eps, labels=labels, targeted=targeted, config=batch_config)
+        attack_seconds = clock() - attack_started
         for name, pixels in zip(batch.names, adversarial):
             write_png(pixels, output_dir / name)
+        if time_budget is not None:
+            batch_ended = clock()
+            time_budget.record(
+                images=len(batch.names),
+                iterations=batch_config.iterations,
+                attack_seconds=attack_seconds,
+                other_seconds=batch_ended - batch_started - attack_seconds,
+            )
+            batch_started = batch_ended
     return report
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
 
-from ..attacks.sign_gradient import METHODS, method_config
+from ..attacks.sign_gradient import METHODS, SignGradientConfig, method_config
+from ..attacks.time_budget import AUTO_BUDGET_FRACTION, CONTRACT_SECONDS_PER_IMAGE
 from ..contract.constants import TARGET_CLASS_FILE
-from .common import EpsilonType, configure_logging, fail, model_options, resolve_epsilon
+from .common import EpsilonType, TimeBudgetType, configure_logging, fail, model_options, resolve_epsilon
 
 
 def _attack_command(*, program: str, targeted: bool, default_iterations: int) -> click.Command:
@@ -48,6 +50,27 @@ def _attack_command(*, program: str, targeted: bool, default_iterations: int) ->
     @click.option("--decay", type=click.FloatRange(min=0), default=None, help="Momentum decay of MI-FGSM [default: 1.0].")
     @click.option("--diversity-prob", type=click.FloatRange(0, 1), default=None, help="Probability of the DI transform per step.")
     @click.option("--ti-kernel", type=click.IntRange(min=0), default=None, help="Side of the TI Gaussian kernel (odd; 0 = off).")
+    @click.option(
+        "--own-classes",
+        type=click.IntRange(1, 1000),
+        default=None,
+        hidden=targeted,
+        help="Move away from the model's top K classes on the clean image, each weighted by its "
+        "probability; 1: its prediction alone. More keeps an image the model gets wrong from being "
+        f"pushed onto its true class, usually a runner-up [default: {SignGradientConfig.own_classes}; "
+        f"fgsm: {METHODS['fgsm'].own_classes}].",
+    )
+    @click.option(
+        "--time-budget",
+        type=TimeBudgetType(),
+        default="auto",
+        show_default=True,
+        help="Seconds the whole run may take, from its start. When the speed measured on the first "
+        "batch says the iterations will not fit, later batches run fewer (never fewer images: a "
+        f"missing image scores zero). auto: {AUTO_BUDGET_FRACTION * CONTRACT_SECONDS_PER_IMAGE:g} s per "
+        f"image, the contract's 500 s per 100 images less {1 - AUTO_BUDGET_FRACTION:.0%} for start-up; "
+        "off: always the configured iterations.",
+    )
     @model_options
     def command(
         input_dir: Path,
@@ -60,6 +83,8 @@ def _attack_command(*, program: str, targeted: bool, default_iterations: int) ->
         decay: float | None,
         diversity_prob: float | None,
         ti_kernel: int | None,
+        own_classes: int | None,
+        time_budget: float | str | None,
         model_name: str,
         checkpoint: Path | None,
         batch_size: int,
@@ -68,7 +93,10 @@ def _attack_command(*, program: str, targeted: bool, default_iterations: int) ->
         quiet: bool,
         verbose: bool,
     ) -> None:
+        started = time.monotonic()
         epsilon = resolve_epsilon(max_epsilon, eps)
+        if targeted and own_classes is not None:
+            raise click.UsageError("--own-classes is for non-targeted attacks: a targeted one moves toward its target")
         if iterations is None and method != "fgsm":
             iterations = default_iterations
         try:
@@ -79,13 +107,16 @@ def _attack_command(*, program: str, targeted: bool, default_iterations: int) ->
                 decay=decay,
                 diversity_prob=diversity_prob,
                 ti_kernel_size=ti_kernel,
+                own_classes=own_classes,
             )
         except ValueError as error:
             raise click.UsageError(str(error)) from None
         configure_logging(program, verbose=verbose)
 
         from ..attacks.directory import OutputDirError, attack_directory, check_output_dir
+        from ..attacks.time_budget import TimeBudget, auto_budget_seconds
         from ..contract.csv_files import ContractFileError
+        from ..contract.images import list_png_files
         from ..models.checkpoints import CheckpointError
         from ..models.runtime import Classifier
 
@@ -93,6 +124,9 @@ def _attack_command(*, program: str, targeted: bool, default_iterations: int) ->
             check_output_dir(input_dir, output_dir)
             if targeted and not (input_dir / TARGET_CLASS_FILE).is_file():
                 fail(program, f"{input_dir / TARGET_CLASS_FILE}: missing (a targeted attack needs it)")
+            if time_budget == "auto":
+                time_budget = auto_budget_seconds(len(list_png_files(input_dir)))
+            budget = TimeBudget(deadline=started + time_budget) if time_budget else None
             with Classifier.create(model_name, checkpoint, precision=precision, seed=seed) as model:
                 report = attack_directory(
                     input_dir,
@@ -103,6 +137,7 @@ def _attack_command(*, program: str, targeted: bool, default_iterations: int) ->
                     targeted=targeted,
                     batch_size=batch_size,
                     progress=not quiet,
+                    time_budget=budget,
                 )
         except (CheckpointError, ContractFileError, OutputDirError) as error:
             fail(program, str(error))

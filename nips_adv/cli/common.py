@@ -32,6 +32,29 @@ class EpsilonType(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
+class TimeBudgetType(click.ParamType):
+    """``auto``, ``off``, or a number of seconds (positive)."""
+
+    name = "SECONDS|auto|off"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return self.name
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float | str | None:
+        if value is None or isinstance(value, float):
+            return value
+        text = str(value).strip().lower()
+        if text in ("auto", "off"):
+            return None if text == "off" else "auto"
+        try:
+            seconds = float(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a number of seconds, 'auto' or 'off'", param, ctx)
+        if not seconds > 0 or seconds == float("inf"):
+            self.fail(f"{value!r}: the budget must be a positive number of seconds", param, ctx)
+        return seconds
+
+
 def resolve_epsilon(positional: float | None, option: float | None) -> float:
     """The organisers' positional MAX_EPSILON or ``--eps``: exactly one of them (or both equal)."""
     if positional is None and option is None:

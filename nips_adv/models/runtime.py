@@ -45,20 +45,30 @@ class Classifier:
             if seed is not None:
                 tf1.set_random_seed(seed)
             self._pixels = tf1.placeholder(tf.float32, [None, None, None, 3], name="pixels")
-            # Labels 1..1000; 0 (the default) stands for "the model's own prediction", so a
-            # non-targeted attack needs no separate forward pass to choose its labels.
-            self._labels = tf1.placeholder_with_default(tf.zeros(tf.shape(self._pixels)[:1], tf.int32), [None], name="labels")
+            # Labels 1..1000, one or more per image, each with a weight. Unfed, they are the model's
+            # own top classes weighted by its probabilities, taken in the same pass: a non-targeted
+            # attack needs no separate forward pass to choose them.
+            self._labels = tf1.placeholder_with_default(tf.zeros([1, 1], tf.int32), [None, None], name="labels")
+            self._label_weights = tf1.placeholder_with_default(tf.ones([1, 1]), [None, None], name="label_weights")
+            self._use_own_labels = tf1.placeholder_with_default(True, [], name="use_own_labels")
+            self._own_classes = tf1.placeholder_with_default(1, [], name="own_classes")
             self._diversity_prob = tf1.placeholder_with_default(0.0, [], name="diversity_prob")
             self._diversity_scale = tf1.placeholder_with_default(DEFAULT_DIVERSITY_SCALE, [], name="diversity_scale")
             model_pixels = _resize_to(self._pixels, spec.image_size)
             model_pixels = _input_diversity(model_pixels, spec.image_size, self._diversity_prob, self._diversity_scale)
             logits = spec.build_logits(spec.preprocess(model_pixels), scope)
             self._logits = tf.cast(logits[:, spec.label_offset :], tf.float32)
-            own_labels = tf.cast(tf.argmax(self._logits, axis=1), tf.int32) + 1
-            self._used_labels = tf.where(self._labels > 0, self._labels, own_labels)
-            loss = tf.reduce_sum(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=self._used_labels - 1, logits=self._logits)
+            log_probabilities = tf.nn.log_softmax(self._logits)
+            own = tf.math.top_k(log_probabilities, k=self._own_classes, sorted=True)
+            own_weights = tf.nn.softmax(own.values)  # the probabilities, renormalised over the top classes
+            self._used_labels, self._used_weights = tf.cond(
+                self._use_own_labels,
+                lambda: (own.indices + 1, tf.stop_gradient(own_weights)),
+                lambda: (self._labels, self._label_weights),
             )
+            # The weighted cross-entropy: with one label of weight 1, the usual one.
+            chosen = tf.gather(log_probabilities, self._used_labels - 1, batch_dims=1)
+            loss = -tf.reduce_sum(self._used_weights * chosen)
             self._gradient = tf.gradients(loss, self._pixels)[0]
             variables = tf1.global_variables()
             saver = tf1.train.Saver(var_list=variables)
@@ -88,35 +98,52 @@ class Classifier:
         """``(batch,)`` int64 labels 1..1000 (the argmax)."""
         return np.argmax(self.logits(pixels), axis=1) + 1
 
+    def own_labels(self, pixels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The model's top ``count`` labels per image, highest first, and their renormalised probabilities."""
+        return own_labels(self.logits(pixels), count)
+
     def loss_gradient(
         self,
         pixels: np.ndarray,
         labels: np.ndarray | None,
         *,
+        weights: np.ndarray | None = None,
+        own_classes: int = 1,
         diversity_prob: float = 0.0,
         diversity_scale: float = DEFAULT_DIVERSITY_SCALE,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Gradient of the summed cross-entropy toward ``labels`` w.r.t. the pixels, and the labels used.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Gradient of the weighted cross-entropy w.r.t. the pixels, with the labels and weights used.
 
-        ``labels``: ``(batch,)`` ints 1..1000, or None for the model's own prediction on
-        ``pixels`` (computed in the same pass). The gradient has the shape of ``pixels``,
-        float32, in pixel units. With ``diversity_prob`` > 0 the model sees, with that
-        probability, a randomly resized and padded copy (input diversity, one draw per call);
-        the gradient flows back through that transform and through the resize to the model's
-        input size.
+        The loss is -sum of ``weights * log p(label)`` over images and their labels.
+        ``labels``: ``(batch,)`` or ``(batch, k)`` ints 1..1000, ``weights`` of the same shape
+        (default all 1); or None for the model's top ``own_classes`` classes on ``pixels``,
+        weighted by its probabilities renormalised over them (computed in the same pass; with
+        one class, the usual cross-entropy of its prediction). Labels and weights come back as
+        ``(batch, k)``, ready to pass again. The gradient has the shape of ``pixels``, float32,
+        in pixel units. With ``diversity_prob`` > 0 the model sees, with that probability, a
+        randomly resized and padded copy (input diversity, one draw per call); the gradient
+        flows back through that transform and through the resize to the model's input size.
         """
         feed = {
             self._pixels: _as_float_pixels(pixels),
             self._diversity_prob: float(diversity_prob),
             self._diversity_scale: float(diversity_scale),
         }
-        if labels is not None:
+        if labels is None:
+            if not 1 <= own_classes <= NUM_LABELS:
+                raise ValueError(f"own_classes must be 1..{NUM_LABELS}, got {own_classes}")
+            feed[self._own_classes] = int(own_classes)
+        else:
             labels = np.asarray(labels, dtype=np.int32)
-            if labels.shape != (len(pixels),) or labels.min(initial=1) < 1 or labels.max(initial=1) > NUM_LABELS:
-                raise ValueError(f"labels must be {len(pixels)} integers 1..{NUM_LABELS}")
-            feed[self._labels] = labels
-        gradient, used_labels = self._session.run([self._gradient, self._used_labels], feed)
-        return gradient, used_labels.astype(np.int64)
+            labels = labels[:, None] if labels.ndim == 1 else labels
+            if labels.ndim != 2 or len(labels) != len(pixels) or labels.min(initial=1) < 1 or labels.max(initial=1) > NUM_LABELS:
+                raise ValueError(f"labels must be {len(pixels)} rows of integers 1..{NUM_LABELS}")
+            weights = np.ones(labels.shape, np.float32) if weights is None else np.asarray(weights, np.float32).reshape(labels.shape)
+            feed.update({self._labels: labels, self._label_weights: weights, self._use_own_labels: False})
+        gradient, used_labels, used_weights = self._session.run(
+            [self._gradient, self._used_labels, self._used_weights], feed
+        )
+        return gradient, used_labels.astype(np.int64), used_weights
 
     def close(self) -> None:
         self._session.close()
@@ -126,6 +153,15 @@ class Classifier:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
         self.close()
+
+
+def own_labels(logits: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(batch, count)`` labels 1..1000 of the ``count`` highest of ``(batch, 1000)`` logits, highest
+    first, and their probabilities renormalised over those ``count`` (what ``loss_gradient`` uses)."""
+    indices = np.argsort(-logits, axis=1, kind="stable")[:, :count]
+    top = np.take_along_axis(logits, indices, axis=1).astype(np.float64)
+    weights = np.exp(top - top[:, :1])
+    return indices + 1, (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _as_float_pixels(pixels: np.ndarray) -> np.ndarray:
