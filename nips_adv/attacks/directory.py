@@ -47,8 +47,8 @@ def attack_directory(
 ) -> JobReport:
     """Write one adversarial PNG per input PNG (same name and size) into ``output_dir``.
 
-    Non-targeted attacks move away from the model's own prediction (the contract gives no true
-    label). Targeted attacks read ``INPUT_DIR/target_class.csv`` (ContractFileError when it is
+    Non-targeted attacks move away from the model's own top classes (``config.own_classes``;
+    the contract gives no true label). Targeted attacks read ``INPUT_DIR/target_class.csv`` (ContractFileError when it is
     missing); an image absent from it is attacked toward its least-likely class, with a warning.
     With a ``time_budget``, batches after the first run fewer iterations when the configured
     number would not finish by its deadline (a warning says so).
@@ -85,7 +85,7 @@ def attack_directory(
             for name, label in zip(batch.names, labels):
                 logger.debug("%s: toward %d (%s)", name, label, class_name(label))
         else:
-            labels = None  # the model's own prediction, taken with the first gradient
+            labels = None  # the model's own top classes, taken with the first gradient
         attack_started = clock()
         adversarial = sign_gradient_attack(model, batch.pixels, eps, labels=labels, targeted=targeted, config=batch_config)
         attack_seconds = clock() - attack_started

@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-CONTRACT_SECONDS_PER_IMAGE = 500 / 100
-"""The evaluation's limit: 500 s per work piece of 100 images."""
+from ..contract.constants import BATCH_IMAGES, BATCH_TIME_LIMIT_S
+
+CONTRACT_SECONDS_PER_IMAGE = BATCH_TIME_LIMIT_S / BATCH_IMAGES
+"""The evaluation's limit per image: 500 s per work piece of 100 images."""
 
 AUTO_BUDGET_FRACTION = 0.9
 """``auto`` keeps 10% of the contract's time for the container's start and the model's restore."""

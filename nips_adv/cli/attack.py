@@ -18,7 +18,7 @@ def _attack_command(*, program: str, targeted: bool, default_iterations: int) ->
     goal = (
         f"toward the class given for each image in INPUT_DIR/{TARGET_CLASS_FILE} (lines IMAGEID.png,LABEL)"
         if targeted
-        else "away from the model's own prediction (the contract gives no true label)"
+        else "away from the model's own belief, its top classes weighted by probability (the contract gives no true label)"
     )
 
     @click.command(
