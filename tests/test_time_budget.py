@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +60,16 @@ def _write_inputs(folder: Path, count: int) -> dict[str, np.ndarray]:
 
 
 class CountingModel:
-    """Each image-gradient costs 1 s on the fake clock; records how many images each call saw."""
+    """Each image-gradient costs ``seconds_per_image(call index)`` on the fake clock (default 1 s);
+    records how many images each call saw."""
 
-    def __init__(self, clock: FakeClock) -> None:
+    def __init__(self, clock: FakeClock, seconds_per_image: Callable[[int], float] = lambda call: 1.0) -> None:
         self.clock = clock
+        self.seconds_per_image = seconds_per_image
         self.call_sizes: list[int] = []
 
     def loss_gradient(self, pixels, labels, *, weights=None, own_classes=1, diversity_prob=0.0, diversity_scale=1.0):
-        self.clock.now += float(len(pixels))
+        self.clock.now += self.seconds_per_image(len(self.call_sizes)) * len(pixels)
         self.call_sizes.append(len(pixels))
         if labels is None:
             labels, weights = np.full((len(pixels), own_classes), 3), np.full((len(pixels), own_classes), 1 / own_classes)
@@ -96,6 +99,25 @@ def test_a_tight_budget_cuts_iterations_of_later_batches_and_writes_every_image(
         written = read_png(tmp_path / "out" / name).astype(int)
         # The gradient is all ones, so every pixel moves by the whole eps even with fewer iterations.
         assert np.array_equal(written, np.clip(pixels.astype(int) + 8, 0, 255)), name
+
+
+def test_iterations_come_back_when_the_machine_speeds_up(tmp_path: Path) -> None:
+    _write_inputs(tmp_path / "in", 6)
+    clock = FakeClock()
+    # The first batch's 4 calls cost 2 s per image, later ones 0.5 s.
+    model = CountingModel(clock, seconds_per_image=lambda call: 2.0 if call < 4 else 0.5)
+    report = attack_directory(
+        tmp_path / "in", tmp_path / "out", 8, model=model, config=method_config("i-fgsm", iterations=4),
+        batch_size=2, progress=False, time_budget=TimeBudget.starting_now(40.0, clock=clock),
+    )
+    assert report.ok and report.images_done == 6
+    # Batch 1: 16 s, so 24 s for 4 images = 3 iterations; batch 2 then measures 19 s over 14
+    # image-iterations, and 21 s for the last 2 images fit all 4.
+    assert len(model.call_sizes) == 4 + 3 + 4
+    assert [warning.split(" (")[0] for warning in report.warnings] == [
+        "time budget: from 002.png on, 3 of the 4 iterations",
+        "time budget: from 004.png on, all 4 iterations",
+    ]
 
 
 def test_a_loose_budget_changes_nothing(tmp_path: Path) -> None:

@@ -74,8 +74,9 @@ def attack_directory(
             if iterations != config.iterations:
                 batch_config = replace(config, iterations=iterations)
             if iterations != previous_iterations:
+                share = "all" if iterations == config.iterations else f"{iterations} of the"
                 report.warn(
-                    f"time budget: from {batch.names[0]} on, {iterations} of the {config.iterations} iterations "
+                    f"time budget: from {batch.names[0]} on, {share} {config.iterations} iterations "
                     f"({time_budget.seconds_per_image_iteration:.2f} s per image-iteration measured; "
                     f"{images_left} images and {time_budget.seconds_left():.0f} s left)"
                 )

@@ -58,9 +58,12 @@ class Classifier:
             model_pixels = _input_diversity(model_pixels, spec.image_size, self._diversity_prob, self._diversity_scale)
             logits = spec.build_logits(spec.preprocess(model_pixels), scope)
             self._logits = tf.cast(logits[:, spec.label_offset :], tf.float32)
-            log_probabilities = tf.nn.log_softmax(self._logits)
+            # In float64: once an attack makes a class's float32 probability round to exactly 1, the
+            # float32 gradient of its log-probability loses the term that raises that class's logit
+            # (1 - p = 0), which targeted attacks reach within their 20 iterations.
+            log_probabilities = tf.nn.log_softmax(tf.cast(self._logits, tf.float64))
             own = tf.math.top_k(log_probabilities, k=self._own_classes, sorted=True)
-            own_weights = tf.nn.softmax(own.values)  # the probabilities, renormalised over the top classes
+            own_weights = tf.cast(tf.nn.softmax(own.values), tf.float32)  # renormalised over the top classes
             self._used_labels, self._used_weights = tf.cond(
                 self._use_own_labels,
                 lambda: (own.indices + 1, tf.stop_gradient(own_weights)),
@@ -68,7 +71,7 @@ class Classifier:
             )
             # The weighted cross-entropy: with one label of weight 1, the usual one.
             chosen = tf.gather(log_probabilities, self._used_labels - 1, batch_dims=1)
-            loss = -tf.reduce_sum(self._used_weights * chosen)
+            loss = -tf.reduce_sum(tf.cast(self._used_weights, tf.float64) * chosen)
             self._gradient = tf.gradients(loss, self._pixels)[0]
             variables = tf1.global_variables()
             saver = tf1.train.Saver(var_list=variables)

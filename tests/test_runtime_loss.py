@@ -1,0 +1,89 @@
+"""The runtime's loss on a linear toy model, whose gradient is known in closed form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nips_adv.models.registry import ModelSpec
+from nips_adv.models.runtime import Classifier
+
+SIDE = 4
+INPUTS = SIDE * SIDE * 3
+TARGET = 7  # label 7 is logit column 6
+
+
+def _build_linear_logits(images, scope: str):
+    from nips_adv.models.tf_compat import tf, tf1
+
+    with tf1.variable_scope(scope):
+        weights = tf1.get_variable("weights", [INPUTS, 1000])
+    return tf.matmul(tf.reshape(images, [-1, INPUTS]), weights)
+
+
+def _toy_spec() -> ModelSpec:
+    return ModelSpec(
+        name="toy_linear",
+        description="logits = flattened pixels @ weights",
+        scope="Toy",
+        num_classes=1000,
+        image_size=SIDE,
+        preprocess=lambda pixels: pixels,
+        build_logits=_build_linear_logits,
+        default_checkpoint=lambda: Path("unused"),
+    )
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Classifier, np.ndarray]:
+    """A linear classifier whose logit for TARGET on all-ones pixels leads the others by about 25."""
+    from nips_adv.models.tf_compat import tf, tf1
+
+    rng = np.random.default_rng(0)
+    weights = rng.normal(0.0, 0.01, size=(INPUTS, 1000))
+    weights[:, TARGET - 1] += 25.0 / INPUTS
+    prefix = tmp_path_factory.mktemp("toy") / "toy.ckpt"
+    graph = tf.Graph()
+    with graph.as_default():
+        variable = tf1.get_variable("Toy/weights", initializer=weights.astype(np.float32))
+        with tf1.Session(graph=graph) as session:
+            session.run(variable.initializer)
+            tf1.train.Saver([variable]).save(session, str(prefix), write_meta_graph=False)
+    with Classifier(_toy_spec(), prefix) as classifier:
+        yield classifier, weights.astype(np.float32).astype(np.float64)
+
+
+def _probabilities(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()
+
+
+def test_a_saturated_target_keeps_the_term_that_raises_its_logit(toy: tuple[Classifier, np.ndarray]) -> None:
+    classifier, weights = toy
+    pixels = np.ones((1, SIDE, SIDE, 3), np.float32)
+    logits = pixels.reshape(1, INPUTS).astype(np.float64) @ weights
+    probabilities = _probabilities(logits[0])
+    assert np.float32(probabilities[TARGET - 1]) == np.float32(1.0)  # float32 would round 1 - p to 0
+    # d(-log p_t)/dx = W (p - e_t); the -W[:, t] (1 - p_t) term dominates here.
+    expected = weights @ (probabilities - np.eye(1000)[TARGET - 1])
+    gradient, _, _ = classifier.loss_gradient(pixels, np.array([TARGET]))
+    np.testing.assert_allclose(gradient.reshape(INPUTS), expected, rtol=1e-3, atol=1e-6 * np.abs(expected).max())
+
+
+def test_weighted_labels_and_own_labels_in_closed_form(toy: tuple[Classifier, np.ndarray]) -> None:
+    classifier, weights = toy
+    pixels = np.random.default_rng(1).uniform(0, 0.05, size=(1, SIDE, SIDE, 3)).astype(np.float32)
+    logits = pixels.reshape(1, INPUTS).astype(np.float64) @ weights
+    probabilities = _probabilities(logits[0])
+    labels, label_weights = np.array([[3, 900]]), np.array([[0.25, 0.75]], np.float32)
+    gradient, _, _ = classifier.loss_gradient(pixels, labels, weights=label_weights)
+    # -sum_k w_k log p_k has the gradient W (sum_k w_k (p - e_k)).
+    upstream = 0.25 * (probabilities - np.eye(1000)[2]) + 0.75 * (probabilities - np.eye(1000)[899])
+    np.testing.assert_allclose(gradient.reshape(INPUTS), weights @ upstream, rtol=1e-3, atol=1e-6)
+
+    _, own, own_weights = classifier.loss_gradient(pixels, None, own_classes=4)
+    top = np.argsort(-probabilities)[:4]
+    assert own.tolist() == [(top + 1).tolist()]
+    np.testing.assert_allclose(own_weights[0], probabilities[top] / probabilities[top].sum(), rtol=1e-4)
