@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,16 @@ def run_piece(piece: AttackPiece | DefensePiece, settings: RunSettings) -> dict:
     return record
 
 
+def _run_recorded(piece: AttackPiece | DefensePiece, run: Callable[[], RunResult]) -> tuple[dict, list[str]]:
+    """Run a submission; its record for done.json, and the piece's problem if it did not finish cleanly."""
+    try:
+        record = _run_record(run())
+    except RunnerError as error:
+        record = _run_record(None, str(error))
+    problems = [] if record["status"] == "ok" else [f"{piece.key}: {record['outcome']}"]
+    return record, problems
+
+
 def _run_record(result: RunResult | None, error: str | None = None) -> dict:
     if result is None:
         return {"status": "error", "returncode": None, "seconds": 0.0, "command": [], "outcome": error}
@@ -115,8 +126,9 @@ def _run_attack_piece(piece: AttackPiece, settings: RunSettings) -> dict:
         write_label_file(input_dir / TARGET_CLASS_FILE, {f"{image.image_id}.png": image.target_class for image in piece.images})
     output_dir.mkdir()
     clipped_dir.mkdir()
-    try:
-        result = run_attack_submission(
+    record, problems = _run_recorded(
+        piece,
+        lambda: run_attack_submission(
             Path(piece.submission.directory),
             piece.submission.metadata,
             input_dir,
@@ -125,13 +137,8 @@ def _run_attack_piece(piece: AttackPiece, settings: RunSettings) -> dict:
             time_limit=settings.time_limit,
             log_dir=piece_dir,
             runner=settings.runner(),
-        )
-        record = _run_record(result)
-    except RunnerError as error:
-        record = _run_record(None, str(error))
-    problems: list[str] = []
-    if record["status"] != "ok":
-        problems.append(f"{piece.key}: {record['outcome']}")
+        ),
+    )
     written, resized, unreadable = [], [], []
     for image in piece.images:
         output = _attack_output(output_dir, image.image_id)
@@ -184,8 +191,9 @@ def _run_defense_piece(piece: DefensePiece, settings: RunSettings) -> dict:
     output_dir = piece_dir / "output"
     output_dir.mkdir()
     result_file = output_dir / RESULT_FILE
-    try:
-        result = run_defense_submission(
+    record, problems = _run_recorded(
+        piece,
+        lambda: run_defense_submission(
             Path(piece.submission.directory),
             piece.submission.metadata,
             input_dir,
@@ -193,13 +201,8 @@ def _run_defense_piece(piece: DefensePiece, settings: RunSettings) -> dict:
             time_limit=settings.time_limit,
             log_dir=piece_dir,
             runner=settings.runner(),
-        )
-        record = _run_record(result)
-    except RunnerError as error:
-        record = _run_record(None, str(error))
-    problems: list[str] = []
-    if record["status"] != "ok":
-        problems.append(f"{piece.key}: {record['outcome']}")
+        ),
+    )
     predictions: dict[str, int] = {}
     if result_file.is_file():
         try:
