@@ -87,3 +87,40 @@ def test_weighted_labels_and_own_labels_in_closed_form(toy: tuple[Classifier, np
     top = np.argsort(-probabilities)[:4]
     assert own.tolist() == [(top + 1).tolist()]
     np.testing.assert_allclose(own_weights[0], probabilities[top] / probabilities[top].sum(), rtol=1e-4)
+
+
+def test_margin_is_the_best_rival_logit_minus_the_label_logit(toy: tuple[Classifier, np.ndarray]) -> None:
+    classifier, weights = toy
+    pixels = np.random.default_rng(2).uniform(0, 0.05, size=(1, SIDE, SIDE, 3)).astype(np.float32)
+    logits = (pixels.reshape(1, INPUTS).astype(np.float64) @ weights)[0]
+    label = int(np.argsort(logits)[500]) + 1  # a middling class: the rival is the prediction
+    rival = int(np.argmax(logits))
+    gradient, _, _ = classifier.loss_gradient(pixels, np.array([label]), loss="margin")
+    np.testing.assert_allclose(gradient.reshape(INPUTS), weights[:, rival] - weights[:, label - 1], rtol=1e-4, atol=1e-6)
+
+    # Saturated: the target leads by ~25, where the float32 softmax rounds to one; the margin keeps its full gradient.
+    ones = np.ones((1, SIDE, SIDE, 3), np.float32)
+    ones_logits = (ones.reshape(1, INPUTS).astype(np.float64) @ weights)[0]
+    runner_up = int(np.argsort(ones_logits)[-2])
+    gradient, _, _ = classifier.loss_gradient(ones, np.array([TARGET]), loss="margin")
+    np.testing.assert_allclose(gradient.reshape(INPUTS), weights[:, runner_up] - weights[:, TARGET - 1], rtol=1e-4, atol=1e-6)
+
+
+def test_margin_over_several_labels_shares_the_best_rival_outside_them(toy: tuple[Classifier, np.ndarray]) -> None:
+    classifier, weights = toy
+    pixels = np.random.default_rng(3).uniform(0, 0.05, size=(1, SIDE, SIDE, 3)).astype(np.float32)
+    logits = (pixels.reshape(1, INPUTS).astype(np.float64) @ weights)[0]
+    top = np.argsort(-logits)[:3]
+    _, own, own_weights = classifier.loss_gradient(pixels, None, own_classes=3)
+    gradient, used, _ = classifier.loss_gradient(pixels, own, weights=own_weights, loss="margin")
+    # sum_k w_k (z_rival - z_k), the rival being the fourth class: the top three are pushed down together,
+    # not each against the others.
+    expected = sum(w * (weights[:, np.argsort(-logits)[3]] - weights[:, k]) for w, k in zip(own_weights[0], top))
+    assert used.tolist() == [(top + 1).tolist()]
+    np.testing.assert_allclose(gradient.reshape(INPUTS), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_an_unknown_loss_is_refused(toy: tuple[Classifier, np.ndarray]) -> None:
+    classifier, _ = toy
+    with pytest.raises(ValueError, match="loss 'hinge' is not one of cross-entropy, margin"):
+        classifier.loss_gradient(np.zeros((1, SIDE, SIDE, 3), np.float32), np.array([1]), loss="hinge")

@@ -9,6 +9,7 @@ import pytest
 
 from nips_adv.attacks.sign_gradient import (
     METHODS,
+    TARGETED_ITERATIONS,
     SignGradientConfig,
     gaussian_kernel_1d,
     gaussian_smooth,
@@ -25,9 +26,10 @@ class ScriptedModel:
         self.gradients = gradients
         self.calls: list[dict] = []
 
-    def loss_gradient(self, pixels, labels, *, weights=None, own_classes=1, diversity_prob=0.0, diversity_scale=1.0):
+    def loss_gradient(self, pixels, labels, *, weights=None, own_classes=1, loss="cross-entropy", diversity_prob=0.0,
+                      diversity_scale=1.0):
         self.calls.append(
-            {"pixels": pixels.copy(), "labels": labels, "weights": weights, "own_classes": own_classes,
+            {"pixels": pixels.copy(), "labels": labels, "weights": weights, "own_classes": own_classes, "loss": loss,
              "diversity_prob": diversity_prob}
         )
         if labels is None:
@@ -149,6 +151,23 @@ def test_method_overrides_and_validation() -> None:
     assert method_config("mi-fgsm", iterations=20).iterations == 20
     assert method_config("mi-fgsm", iterations=None).iterations == 10
     assert method_config("fgsm").iterations == 1
+    with pytest.raises(ValueError, match="loss must be one of cross-entropy, margin, got 'hinge'"):
+        method_config("mi-fgsm", loss="hinge")
+
+
+def test_targeted_presets_take_more_steps() -> None:
+    targeted = method_config("di-mi-fgsm", targeted=True)
+    assert (targeted.iterations, targeted.loss, targeted.diversity_prob) == (TARGETED_ITERATIONS, "cross-entropy", 0.5)
+    assert method_config("fgsm", targeted=True).iterations == 1
+    assert method_config("mi-fgsm", targeted=True, iterations=5).iterations == 5  # options still win
+
+
+def test_the_configured_loss_reaches_every_gradient() -> None:
+    clean = _clean()
+    model = ScriptedModel([np.ones(clean.shape, np.float32)])
+    sign_gradient_attack(model, clean, 4, labels=np.array([3, 4]), targeted=True,
+                         config=method_config("mi-fgsm", targeted=True, iterations=3, loss="margin"))
+    assert [call["loss"] for call in model.calls] == ["margin"] * 3
     with pytest.raises(ValueError, match="unknown method"):
         method_config("pgd")
     with pytest.raises(ValueError, match="odd"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +14,7 @@ from nips_adv.attacks.time_budget import TimeBudget, auto_budget_seconds
 from nips_adv.cli.attack import attack_command
 from nips_adv.contract.images import read_png, write_png
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from attack_fakes import CountingModel, FakeClock, write_inputs
 
 
 def test_no_measurement_means_the_configured_iterations() -> None:
@@ -48,39 +41,8 @@ def test_auto_budget_is_ninety_percent_of_the_contract_rate() -> None:
     assert auto_budget_seconds(0) == 0.0
 
 
-def _write_inputs(folder: Path, count: int) -> dict[str, np.ndarray]:
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    clean = {}
-    for index in range(count):
-        pixels = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
-        write_png(pixels, folder / f"{index:03d}.png")
-        clean[f"{index:03d}.png"] = pixels
-    return clean
-
-
-class CountingModel:
-    """Each image-gradient costs ``seconds_per_image(call index)`` on the fake clock (default 1 s);
-    records how many images each call saw."""
-
-    def __init__(self, clock: FakeClock, seconds_per_image: Callable[[int], float] = lambda call: 1.0) -> None:
-        self.clock = clock
-        self.seconds_per_image = seconds_per_image
-        self.call_sizes: list[int] = []
-
-    def loss_gradient(self, pixels, labels, *, weights=None, own_classes=1, diversity_prob=0.0, diversity_scale=1.0):
-        self.clock.now += self.seconds_per_image(len(self.call_sizes)) * len(pixels)
-        self.call_sizes.append(len(pixels))
-        if labels is None:
-            labels, weights = np.full((len(pixels), own_classes), 3), np.full((len(pixels), own_classes), 1 / own_classes)
-        return np.ones(pixels.shape, np.float32), labels, weights
-
-    def own_labels(self, pixels, count):
-        return np.full((len(pixels), count), 3), np.full((len(pixels), count), 1 / count)
-
-
 def test_a_tight_budget_cuts_iterations_of_later_batches_and_writes_every_image(tmp_path: Path) -> None:
-    clean = _write_inputs(tmp_path / "in", 10)
+    clean = write_inputs(tmp_path / "in", 10)
     clock = FakeClock()
     model = CountingModel(clock)
     # Batch of 2 at 10 iterations costs 20 s; 10 images at 10 iterations would need 100 s, the budget is 60 s.
@@ -102,7 +64,7 @@ def test_a_tight_budget_cuts_iterations_of_later_batches_and_writes_every_image(
 
 
 def test_iterations_come_back_when_the_machine_speeds_up(tmp_path: Path) -> None:
-    _write_inputs(tmp_path / "in", 6)
+    write_inputs(tmp_path / "in", 6)
     clock = FakeClock()
     # The first batch's 4 calls cost 2 s per image, later ones 0.5 s.
     model = CountingModel(clock, seconds_per_image=lambda call: 2.0 if call < 4 else 0.5)
@@ -121,7 +83,7 @@ def test_iterations_come_back_when_the_machine_speeds_up(tmp_path: Path) -> None
 
 
 def test_a_loose_budget_changes_nothing(tmp_path: Path) -> None:
-    _write_inputs(tmp_path / "in", 4)
+    write_inputs(tmp_path / "in", 4)
     clock = FakeClock()
     model = CountingModel(clock)
     report = attack_directory(

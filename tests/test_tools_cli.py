@@ -90,13 +90,16 @@ def test_epsilon_bound_on_decoded_pngs(tmp_path: Path, inception_v3_checkpoint: 
         assert all(np.array_equal(read_png(tmp_path / "out" / name), pixels) for name, pixels in clean.items())
 
 
-@pytest.mark.parametrize("method", ["i-fgsm", "di-mi-fgsm", "ti-di-mi-fgsm"])
-def test_each_method_runs_through_the_tool(tmp_path: Path, inception_v3_checkpoint: Path, method: str) -> None:
+@pytest.mark.parametrize(
+    "options",
+    [["--method", "i-fgsm"], ["--method", "di-mi-fgsm"], ["--method", "ti-di-mi-fgsm"], ["--loss", "margin"]],
+)
+def test_each_method_and_loss_runs_through_the_tool(tmp_path: Path, inception_v3_checkpoint: Path, options: list[str]) -> None:
     clean = _make_inputs(tmp_path / "in", count=1)
     result = CliRunner().invoke(
         attack_command,
         [str(tmp_path / "in"), str(tmp_path / "out"), "8", "--checkpoint", str(inception_v3_checkpoint),
-         "--method", method, "--iterations", "2", "-q"],
+         *options, "--iterations", "2", "-q"],
     )
     assert result.exit_code == 0, result.output
     _assert_within_eps(tmp_path / "out", clean, 8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def attack_directory(
     batch_size: int = 16,
     progress: bool = True,
     time_budget: TimeBudget | None = None,
+    true_labels: Mapping[str, int] | None = None,
 ) -> JobReport:
     """Write one adversarial PNG per input PNG (same name and size) into ``output_dir``.
 
@@ -52,7 +54,13 @@ def attack_directory(
     missing); an image absent from it is attacked toward its least-likely class, with a warning.
     With a ``time_budget``, batches after the first run fewer iterations when the configured
     number would not finish by its deadline (a warning says so).
+
+    ``true_labels`` (file name -> label 1..1000), for studies outside the contract: a non-targeted
+    attack moves away from these instead, as attack libraries are usually benchmarked; an image
+    absent from them moves away from the model's prediction, with a warning. The tools never pass it.
     """
+    if targeted and true_labels is not None:
+        raise ValueError("true_labels are for non-targeted attacks: a targeted one reads target_class.csv")
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     check_output_dir(input_dir, output_dir)
     report = JobReport()
@@ -82,9 +90,11 @@ def attack_directory(
                 )
                 previous_iterations = iterations
         if targeted:
-            labels = _target_labels(batch.names, targets, model, batch.pixels, report)
+            labels = _known_labels(batch.names, targets, model, batch.pixels, report, targeted=True)
             for name, label in zip(batch.names, labels):
                 logger.debug("%s: toward %d (%s)", name, label, class_name(label))
+        elif true_labels is not None:
+            labels = _known_labels(batch.names, true_labels, model, batch.pixels, report, targeted=False)
         else:
             labels = None  # the model's own top classes, taken with the first gradient
         attack_started = clock()
@@ -104,14 +114,21 @@ def attack_directory(
     return report
 
 
-def _target_labels(
-    names: tuple[str, ...], targets: dict[str, int], model: Classifier, pixels: np.ndarray, report: JobReport
+def _known_labels(
+    names: tuple[str, ...], known: Mapping[str, int], model: Classifier, pixels: np.ndarray, report: JobReport,
+    *, targeted: bool,
 ) -> np.ndarray:
-    missing = [index for index, name in enumerate(names) if name not in targets]
-    labels = np.array([targets.get(name, 0) for name in names], dtype=np.int64)
+    """The labels of ``names`` in ``known``; for the others, the model's least-likely class (a target)
+    or its prediction (a class to leave), with a warning each."""
+    missing = [index for index, name in enumerate(names) if name not in known]
+    labels = np.array([known.get(name, 0) for name in names], dtype=np.int64)
     if missing:
-        least_likely = np.argmin(model.logits(pixels[missing]), axis=1) + 1
-        for index, label in zip(missing, least_likely):
-            report.warn(f"{names[index]}: not in target_class.csv; attacking toward its least-likely class {label}")
+        logits = model.logits(pixels[missing])
+        fallback = (np.argmin(logits, axis=1) if targeted else np.argmax(logits, axis=1)) + 1
+        for index, label in zip(missing, fallback):
+            if targeted:
+                report.warn(f"{names[index]}: not in target_class.csv; attacking toward its least-likely class {label}")
+            else:
+                report.warn(f"{names[index]}: no true label given; attacking away from its predicted class {label}")
             labels[index] = label
     return labels

@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from ..contract.epsilon import epsilon_box, project_to_epsilon_box
+from ..models.runtime import LOSSES
 
 DEFAULT_DIVERSITY_SCALE = 330 / 299
 
@@ -28,6 +29,7 @@ class GradientModel(Protocol):
         *,
         weights: np.ndarray | None = None,
         own_classes: int = 1,
+        loss: str = "cross-entropy",
         diversity_prob: float = 0.0,
         diversity_scale: float = ...,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
@@ -51,6 +53,8 @@ class SignGradientConfig:
       expected cross-entropy under the model's own belief). On a confident image that is the
       usual loss of its prediction; on an unsure one it also pushes down the runners-up, among
       which the true class usually is, instead of pushing the image onto it. 1: the prediction alone.
+    - ``loss``: ``cross-entropy`` or ``margin`` (the best rival logit minus the label's; see
+      ``nips_adv.models.runtime.LOSSES``). Non-targeted attacks ascend it, targeted ones descend it.
     """
 
     iterations: int = 10
@@ -61,6 +65,7 @@ class SignGradientConfig:
     ti_kernel_size: int = 0
     ti_sigmas: float = 3.0
     own_classes: int = 5
+    loss: str = "cross-entropy"
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
@@ -77,6 +82,8 @@ class SignGradientConfig:
             raise ValueError(f"TI kernel size must be 0 (off) or odd, got {self.ti_kernel_size}")
         if not 1 <= self.own_classes <= 1000:
             raise ValueError(f"own classes must be 1..1000, got {self.own_classes}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
 
 
 METHODS: dict[str, SignGradientConfig] = {
@@ -89,15 +96,21 @@ METHODS: dict[str, SignGradientConfig] = {
     "di-mi-fgsm": SignGradientConfig(iterations=10, decay=1.0, diversity_prob=0.5),
     "ti-di-mi-fgsm": SignGradientConfig(iterations=10, decay=1.0, diversity_prob=0.5, ti_kernel_size=7),
 }
-"""Named presets; options such as ``iterations`` override them with ``dataclasses.replace``."""
+"""Named presets, as non-targeted attacks run them; ``method_config`` adapts them to targeted ones."""
+
+TARGETED_ITERATIONS = 20
+"""Iterative presets take more steps when targeted: reaching one given class takes longer than leaving one."""
 
 
-def method_config(method: str, **overrides: object) -> SignGradientConfig:
-    """The preset ``method`` with the non-None ``overrides`` applied."""
+def method_config(method: str, *, targeted: bool = False, **overrides: object) -> SignGradientConfig:
+    """The preset ``method`` (for a targeted attack, TARGETED_ITERATIONS steps unless it is FGSM's
+    single one), then the non-None ``overrides``."""
     try:
         config = METHODS[method]
     except KeyError:
         raise ValueError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}") from None
+    if targeted and config.iterations > 1:
+        config = replace(config, iterations=TARGETED_ITERATIONS)
     return replace(config, **{key: value for key, value in overrides.items() if value is not None})
 
 
@@ -137,6 +150,7 @@ def sign_gradient_attack(
             labels,
             weights=weights,
             own_classes=config.own_classes,
+            loss=config.loss,
             diversity_prob=config.diversity_prob,
             diversity_scale=config.diversity_scale,
         )

@@ -11,10 +11,12 @@ import click
 from ..attacks.sign_gradient import METHODS, SignGradientConfig, method_config
 from ..attacks.time_budget import AUTO_BUDGET_FRACTION, CONTRACT_SECONDS_PER_IMAGE
 from ..contract.constants import TARGET_CLASS_FILE
+from ..models.runtime import LOSSES
 from .common import EpsilonType, TimeBudgetType, configure_logging, fail, model_options, resolve_epsilon
 
 
-def _attack_command(*, program: str, targeted: bool, default_iterations: int) -> click.Command:
+def _attack_command(*, program: str, targeted: bool) -> click.Command:
+    defaults = method_config("mi-fgsm", targeted=targeted)
     goal = (
         f"toward the class given for each image in INPUT_DIR/{TARGET_CLASS_FILE} (lines IMAGEID.png,LABEL)"
         if targeted
@@ -28,7 +30,8 @@ def _attack_command(*, program: str, targeted: bool, default_iterations: int) ->
 
         MAX_EPSILON (0..255, pixel units) bounds every pixel change: after rounding to uint8,
         |adversarial - clean| <= MAX_EPSILON. It can also be given as --eps.
-        Default: MI-FGSM, {default_iterations} iterations, step MAX_EPSILON/{default_iterations}, decay 1.0.
+        Default: MI-FGSM, {defaults.iterations} iterations, step MAX_EPSILON/{defaults.iterations}, decay 1.0,
+        {defaults.loss} loss.
 
         Exit status: 0 done, 1 some images could not be read (the others are written), 2 usage
         or set-up error.""",
@@ -45,11 +48,19 @@ def _attack_command(*, program: str, targeted: bool, default_iterations: int) ->
         help="fgsm: one step of eps; i-fgsm: iterative; mi-fgsm: with momentum; di-/ti- add input "
         "diversity and translation invariance (better transfer to other models).",
     )
-    @click.option("--iterations", type=click.IntRange(min=1), default=None, help=f"Gradient steps [default: {default_iterations}; fgsm: 1].")
+    @click.option("--iterations", type=click.IntRange(min=1), default=None, help=f"Gradient steps [default: {defaults.iterations}; fgsm: 1].")
     @click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None, help="Pixels per step [default: eps/iterations].")
     @click.option("--decay", type=click.FloatRange(min=0), default=None, help="Momentum decay of MI-FGSM [default: 1.0].")
     @click.option("--diversity-prob", type=click.FloatRange(0, 1), default=None, help="Probability of the DI transform per step.")
     @click.option("--ti-kernel", type=click.IntRange(min=0), default=None, help="Side of the TI Gaussian kernel (odd; 0 = off).")
+    @click.option(
+        "--loss",
+        type=click.Choice(LOSSES),
+        default=None,
+        help="What the steps climb (targeted: descend) for each image's class: cross-entropy, "
+        "-log p(class); margin, the best other class's logit minus the class's (Carlini-Wagner), "
+        f"which keeps widening the gap after the softmax saturates [default: {defaults.loss}].",
+    )
     @click.option(
         "--own-classes",
         type=click.IntRange(1, 1000),
@@ -83,6 +94,7 @@ def _attack_command(*, program: str, targeted: bool, default_iterations: int) ->
         decay: float | None,
         diversity_prob: float | None,
         ti_kernel: int | None,
+        loss: str | None,
         own_classes: int | None,
         time_budget: float | str | None,
         model_name: str,
@@ -97,16 +109,16 @@ def _attack_command(*, program: str, targeted: bool, default_iterations: int) ->
         epsilon = resolve_epsilon(max_epsilon, eps)
         if targeted and own_classes is not None:
             raise click.UsageError("--own-classes is for non-targeted attacks: a targeted one moves toward its target")
-        if iterations is None and method != "fgsm":
-            iterations = default_iterations
         try:
             config = method_config(
                 method,
+                targeted=targeted,
                 iterations=iterations,
                 step_size=step_size,
                 decay=decay,
                 diversity_prob=diversity_prob,
                 ti_kernel_size=ti_kernel,
+                loss=loss,
                 own_classes=own_classes,
             )
         except ValueError as error:
@@ -154,5 +166,5 @@ def _attack_command(*, program: str, targeted: bool, default_iterations: int) ->
     return command
 
 
-attack_command = _attack_command(program="nips-attack", targeted=False, default_iterations=10)
-targeted_attack_command = _attack_command(program="nips-targeted-attack", targeted=True, default_iterations=20)
+attack_command = _attack_command(program="nips-attack", targeted=False)
+targeted_attack_command = _attack_command(program="nips-targeted-attack", targeted=True)

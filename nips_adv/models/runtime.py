@@ -3,7 +3,7 @@
 This is the only module that touches graphs, sessions, placeholders and savers. Callers hand in
 pixels as numpy arrays ``(batch, height, width, 3)``, uint8 or float 0..255, at any size, and get
 numpy back: logits in label order (column i is label i + 1), labels 1..1000, or the gradient of
-the cross-entropy with respect to the pixels. The network is built once per Classifier; every
+a loss (cross-entropy or logit margin) with respect to the pixels. The network is built once per Classifier; every
 call is one ``session.run``.
 """
 
@@ -23,6 +23,13 @@ from .registry import ModelSpec, get_model_spec, resolve_checkpoint
 logger = logging.getLogger("nips_adv")
 
 PRECISIONS = ("float32", "bfloat16")
+LOSSES = ("cross-entropy", "margin")
+"""What ``loss_gradient`` can differentiate; both measure how far an image is from being its label(s):
+
+- ``cross-entropy``: -log p(label), in float64;
+- ``margin``: the best logit outside the labels minus the label's logit (Carlini & Wagner's margin,
+  uncapped). It does not saturate with the softmax, and only the strongest rival counts.
+"""
 DEFAULT_DIVERSITY_SCALE = 330 / 299
 """Input diversity pads to this multiple of the model's input size (Xie et al.: 299 -> 330)."""
 
@@ -52,6 +59,7 @@ class Classifier:
             self._label_weights = tf1.placeholder_with_default(tf.ones([1, 1]), [None, None], name="label_weights")
             self._use_own_labels = tf1.placeholder_with_default(True, [], name="use_own_labels")
             self._own_classes = tf1.placeholder_with_default(1, [], name="own_classes")
+            self._use_margin = tf1.placeholder_with_default(False, [], name="use_margin")
             self._diversity_prob = tf1.placeholder_with_default(0.0, [], name="diversity_prob")
             self._diversity_scale = tf1.placeholder_with_default(DEFAULT_DIVERSITY_SCALE, [], name="diversity_scale")
             model_pixels = _resize_to(self._pixels, spec.image_size)
@@ -69,9 +77,16 @@ class Classifier:
                 lambda: (own.indices + 1, tf.stop_gradient(own_weights)),
                 lambda: (self._labels, self._label_weights),
             )
-            # The weighted cross-entropy: with one label of weight 1, the usual one.
-            chosen = tf.gather(log_probabilities, self._used_labels - 1, batch_dims=1)
-            loss = -tf.reduce_sum(tf.cast(self._used_weights, tf.float64) * chosen)
+            # Per image and label, how far the image is from being that label; weighted and summed.
+            # With one label of weight 1, the usual cross-entropy or margin.
+            label_columns = self._used_labels - 1
+            cross_entropy = -tf.gather(log_probabilities, label_columns, batch_dims=1)
+            logits64 = tf.cast(self._logits, tf.float64)
+            is_label = tf.reduce_any(tf.one_hot(label_columns, NUM_LABELS, on_value=True, off_value=False), axis=1)
+            best_rival = tf.reduce_max(tf.where(is_label, tf.float64.min, logits64), axis=1, keepdims=True)
+            margin = best_rival - tf.gather(logits64, label_columns, batch_dims=1)
+            distance = tf.cond(self._use_margin, lambda: margin, lambda: cross_entropy)
+            loss = tf.reduce_sum(tf.cast(self._used_weights, tf.float64) * distance)
             self._gradient = tf.gradients(loss, self._pixels)[0]
             variables = tf1.global_variables()
             saver = tf1.train.Saver(var_list=variables)
@@ -112,12 +127,15 @@ class Classifier:
         *,
         weights: np.ndarray | None = None,
         own_classes: int = 1,
+        loss: str = "cross-entropy",
         diversity_prob: float = 0.0,
         diversity_scale: float = DEFAULT_DIVERSITY_SCALE,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Gradient of the weighted cross-entropy w.r.t. the pixels, with the labels and weights used.
+        """Gradient of the weighted loss w.r.t. the pixels, with the labels and weights used.
 
-        The loss is -sum of ``weights * log p(label)`` over images and their labels.
+        The loss is the sum of ``weights * distance(label)`` over images and their labels, the
+        distance being ``-log p(label)`` (``loss="cross-entropy"``) or, for ``loss="margin"``, the
+        highest logit of a class outside the image's labels minus the label's logit (see LOSSES).
         ``labels``: ``(batch,)`` or ``(batch, k)`` ints 1..1000, ``weights`` of the same shape
         (default all 1); or None for the model's top ``own_classes`` classes on ``pixels``,
         weighted by its probabilities renormalised over them (computed in the same pass; with
@@ -127,8 +145,11 @@ class Classifier:
         randomly resized and padded copy (input diversity, one draw per call); the gradient
         flows back through that transform and through the resize to the model's input size.
         """
+        if loss not in LOSSES:
+            raise ValueError(f"loss {loss!r} is not one of {', '.join(LOSSES)}")
         feed = {
             self._pixels: _as_float_pixels(pixels),
+            self._use_margin: loss == "margin",
             self._diversity_prob: float(diversity_prob),
             self._diversity_scale: float(diversity_scale),
         }
