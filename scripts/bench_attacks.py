@@ -71,6 +71,8 @@ def main() -> int:
     parser.add_argument("--source-model", default="efficientnet_lite0", help="Model the attacks are crafted on.")
     parser.add_argument("--eval-models", default=",".join(EVAL_MODELS), help="Comma-separated models that score them.")
     parser.add_argument("--variants", action="store_true", help="Also DI-MI-FGSM, TI-DI-MI-FGSM, targeted DI-MI-FGSM and targeted MI-FGSM with the margin loss.")
+    parser.add_argument("--only", default=None,
+                        help="Semicolon-separated row names to run, e.g. 'FGSM;targeted MI-FGSM (20)' [default: all].")
     parser.add_argument("--true-labels", action="store_true",
                         help="Also run the non-targeted attacks given the dataset's true labels (outside the contract).")
     parser.add_argument("--own-classes", type=int, default=None,
@@ -94,6 +96,14 @@ def main() -> int:
     attacks = ATTACKS + (VARIANTS if arguments.variants else ())
     if arguments.true_labels:
         attacks += tuple(with_true_labels(attack) for attack in ATTACKS if not attack.targeted)
+    if arguments.only:
+        wanted = {name.strip().lower() for name in arguments.only.split(";")}
+        unknown = wanted - {attack.label.lower() for attack in attacks}
+        if unknown:
+            print(f"bench_attacks: no row named {'; '.join(sorted(unknown))}; rows: {'; '.join(a.label for a in attacks)}",
+                  file=sys.stderr)
+            return 2
+        attacks = tuple(attack for attack in attacks if attack.label.lower() in wanted)
     dataset = read_dataset_labels(arguments.dataset)
 
     with tempfile.TemporaryDirectory(prefix="bench_attacks_") as temporary:

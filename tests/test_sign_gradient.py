@@ -155,11 +155,26 @@ def test_method_overrides_and_validation() -> None:
         method_config("mi-fgsm", loss="hinge")
 
 
-def test_targeted_presets_take_more_steps() -> None:
+def test_targeted_presets_take_more_and_longer_steps() -> None:
     targeted = method_config("di-mi-fgsm", targeted=True)
-    assert (targeted.iterations, targeted.loss, targeted.diversity_prob) == (TARGETED_ITERATIONS, "cross-entropy", 0.5)
-    assert method_config("fgsm", targeted=True).iterations == 1
+    assert (targeted.iterations, targeted.step_scale, targeted.loss, targeted.diversity_prob) == (
+        TARGETED_ITERATIONS, 2.5, "cross-entropy", 0.5)
+    fgsm = method_config("fgsm", targeted=True)
+    assert (fgsm.iterations, fgsm.step_scale) == (1, 1.0)
     assert method_config("mi-fgsm", targeted=True, iterations=5).iterations == 5  # options still win
+    with pytest.raises(ValueError, match="step scale"):
+        SignGradientConfig(step_scale=0)
+
+
+def test_a_longer_step_reaches_the_bound_and_stays_within_it() -> None:
+    clean = np.full((1, 2, 2, 3), 100, np.uint8)
+    up, down = np.ones(clean.shape, np.float32), -np.ones(clean.shape, np.float32)
+    # One sign flip in five steps: steps of eps / iterations (1.6) end at 4.8; steps of 4 reach 8 and stay.
+    for scale, expected in ((1.0, 105), (2.5, 108)):
+        model = ScriptedModel([up, up, down, up, up])
+        adversarial = sign_gradient_attack(model, clean, 8, labels=np.array([1]), targeted=False,
+                                           config=method_config("i-fgsm", iterations=5, step_scale=scale))
+        assert np.all(adversarial == expected), scale
 
 
 def test_the_configured_loss_reaches_every_gradient() -> None:
@@ -168,11 +183,3 @@ def test_the_configured_loss_reaches_every_gradient() -> None:
     sign_gradient_attack(model, clean, 4, labels=np.array([3, 4]), targeted=True,
                          config=method_config("mi-fgsm", targeted=True, iterations=3, loss="margin"))
     assert [call["loss"] for call in model.calls] == ["margin"] * 3
-    with pytest.raises(ValueError, match="unknown method"):
-        method_config("pgd")
-    with pytest.raises(ValueError, match="odd"):
-        SignGradientConfig(ti_kernel_size=4)
-    with pytest.raises(ValueError, match="iterations"):
-        SignGradientConfig(iterations=0)
-    with pytest.raises(ValueError, match="own classes"):
-        SignGradientConfig(own_classes=0)

@@ -42,7 +42,9 @@ class SignGradientConfig:
     """Hyperparameters of the sign-gradient family (pixel units).
 
     - ``iterations``: gradient steps; 1 with ``step_size`` = eps is FGSM.
-    - ``step_size``: pixels per step; None means eps / iterations (the budget is reachable, not exceeded).
+    - ``step_size``: pixels per step; None means ``step_scale`` * eps / iterations.
+    - ``step_scale``: with 1 the steps add up to eps exactly (the budget is reachable, not exceeded);
+      more lets the iterate reach the bound early and go on moving along it.
     - ``decay``: momentum factor mu of MI-FGSM (Dong et al. 2018); 0 gives I-FGSM.
     - ``diversity_prob``: probability of the DI transform per step (Xie et al. 2019); 0 is off.
     - ``diversity_scale``: DI pads to this multiple of the model's input side.
@@ -59,6 +61,7 @@ class SignGradientConfig:
 
     iterations: int = 10
     step_size: float | None = None
+    step_scale: float = 1.0
     decay: float = 1.0
     diversity_prob: float = 0.0
     diversity_scale: float = DEFAULT_DIVERSITY_SCALE
@@ -72,6 +75,8 @@ class SignGradientConfig:
             raise ValueError(f"iterations must be at least 1, got {self.iterations}")
         if self.step_size is not None and self.step_size <= 0:
             raise ValueError(f"step size must be positive, got {self.step_size}")
+        if self.step_scale <= 0:
+            raise ValueError(f"step scale must be positive, got {self.step_scale}")
         if self.decay < 0:
             raise ValueError(f"decay must be non-negative, got {self.decay}")
         if not 0.0 <= self.diversity_prob <= 1.0:
@@ -100,17 +105,24 @@ METHODS: dict[str, SignGradientConfig] = {
 
 TARGETED_ITERATIONS = 20
 """Iterative presets take more steps when targeted: reaching one given class takes longer than leaving one."""
+TARGETED_STEP_SCALE = 2.5
+"""Targeted steps of 2.5 eps / iterations (Madry et al.'s rule; 2 pixels at eps 16 and 20 iterations).
+Toward a target the gradient's signs keep changing, so with steps of eps / iterations most pixels
+end well inside the bound: crafted on EfficientNet-Lite0 over the 200 dev images, 24% of the pixel
+values reached +-16 (mean |change| 9.9); with 2.5, 65% (12.9), and the target was hit on 14 and 4
+images of Lite1 and Lite2 instead of 12 and 1 (crafted on Lite1, first 100 images: 7 and 4 on Lite0
+and Lite2 instead of 8 and 4). Non-targeted presets keep eps / iterations."""
 
 
 def method_config(method: str, *, targeted: bool = False, **overrides: object) -> SignGradientConfig:
-    """The preset ``method`` (for a targeted attack, TARGETED_ITERATIONS steps unless it is FGSM's
-    single one), then the non-None ``overrides``."""
+    """The preset ``method`` (for a targeted attack, TARGETED_ITERATIONS steps of TARGETED_STEP_SCALE
+    unless it is FGSM's single one), then the non-None ``overrides``."""
     try:
         config = METHODS[method]
     except KeyError:
         raise ValueError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}") from None
     if targeted and config.iterations > 1:
-        config = replace(config, iterations=TARGETED_ITERATIONS)
+        config = replace(config, iterations=TARGETED_ITERATIONS, step_scale=TARGETED_STEP_SCALE)
     return replace(config, **{key: value for key, value in overrides.items() if value is not None})
 
 
@@ -141,7 +153,7 @@ def sign_gradient_attack(
         # Under DI the first pass sees a transformed image: take the labels on the clean one.
         labels, weights = model.own_labels(clean, config.own_classes)
     adversarial = clean.astype(np.float32)
-    step = config.step_size if config.step_size is not None else eps / config.iterations
+    step = config.step_size if config.step_size is not None else config.step_scale * eps / config.iterations
     direction_sign = -1.0 if targeted else 1.0
     momentum = np.zeros_like(adversarial)
     for _ in range(config.iterations):

@@ -15,6 +15,11 @@ from ..models.runtime import LOSSES
 from .common import EpsilonType, TimeBudgetType, configure_logging, fail, model_options, resolve_epsilon
 
 
+def _step_text(config: SignGradientConfig) -> str:
+    scale = "" if config.step_scale == 1 else f"{config.step_scale:g} x "
+    return f"{scale}MAX_EPSILON/iterations"
+
+
 def _attack_command(*, program: str, targeted: bool) -> click.Command:
     defaults = method_config("mi-fgsm", targeted=targeted)
     goal = (
@@ -30,7 +35,7 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
 
         MAX_EPSILON (0..255, pixel units) bounds every pixel change: after rounding to uint8,
         |adversarial - clean| <= MAX_EPSILON. It can also be given as --eps.
-        Default: MI-FGSM, {defaults.iterations} iterations, step MAX_EPSILON/{defaults.iterations}, decay 1.0,
+        Default: MI-FGSM, {defaults.iterations} iterations, step {_step_text(defaults)}, decay 1.0,
         {defaults.loss} loss.
 
         Exit status: 0 done, 1 some images could not be read (the others are written), 2 usage
@@ -49,7 +54,7 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
         "diversity and translation invariance (better transfer to other models).",
     )
     @click.option("--iterations", type=click.IntRange(min=1), default=None, help=f"Gradient steps [default: {defaults.iterations}; fgsm: 1].")
-    @click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None, help="Pixels per step [default: eps/iterations].")
+    @click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Pixels per step [default: {_step_text(defaults)}].")
     @click.option("--decay", type=click.FloatRange(min=0), default=None, help="Momentum decay of MI-FGSM [default: 1.0].")
     @click.option("--diversity-prob", type=click.FloatRange(0, 1), default=None, help="Probability of the DI transform per step.")
     @click.option("--ti-kernel", type=click.IntRange(min=0), default=None, help="Side of the TI Gaussian kernel (odd; 0 = off).")

@@ -3,8 +3,8 @@
 This is the only module that touches graphs, sessions, placeholders and savers. Callers hand in
 pixels as numpy arrays ``(batch, height, width, 3)``, uint8 or float 0..255, at any size, and get
 numpy back: logits in label order (column i is label i + 1), labels 1..1000, or the gradient of
-a loss (cross-entropy or logit margin) with respect to the pixels. The network is built once per Classifier; every
-call is one ``session.run``.
+a loss (cross-entropy or logit margin) with respect to the pixels. The network is built once per
+Classifier; every call is one ``session.run``.
 """
 
 from __future__ import annotations
