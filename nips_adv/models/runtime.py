@@ -80,12 +80,17 @@ class Classifier:
             # Per image and label, how far the image is from being that label; weighted and summed.
             # With one label of weight 1, the usual cross-entropy or margin.
             label_columns = self._used_labels - 1
-            cross_entropy = -tf.gather(log_probabilities, label_columns, batch_dims=1)
-            logits64 = tf.cast(self._logits, tf.float64)
-            is_label = tf.reduce_any(tf.one_hot(label_columns, NUM_LABELS, on_value=True, off_value=False), axis=1)
-            best_rival = tf.reduce_max(tf.where(is_label, tf.float64.min, logits64), axis=1, keepdims=True)
-            margin = best_rival - tf.gather(logits64, label_columns, batch_dims=1)
-            distance = tf.cond(self._use_margin, lambda: margin, lambda: cross_entropy)
+
+            def margin():
+                logits64 = tf.cast(self._logits, tf.float64)
+                is_label = tf.reduce_any(tf.one_hot(label_columns, NUM_LABELS, on_value=True, off_value=False), axis=1)
+                best_rival = tf.reduce_max(tf.where(is_label, tf.float64.min, logits64), axis=1, keepdims=True)
+                return best_rival - tf.gather(logits64, label_columns, batch_dims=1)
+
+            def cross_entropy():
+                return -tf.gather(log_probabilities, label_columns, batch_dims=1)
+
+            distance = tf.cond(self._use_margin, margin, cross_entropy)
             loss = tf.reduce_sum(tf.cast(self._used_weights, tf.float64) * distance)
             self._gradient = tf.gradients(loss, self._pixels)[0]
             variables = tf1.global_variables()
