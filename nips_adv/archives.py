@@ -1,4 +1,4 @@
-"""Safe extraction of submission and checkpoint archives (.zip, .tar, .tar.gz/.tgz).
+"""Safe extraction of submission and checkpoint archives (.zip, .tar, .tar.gz).
 
 Archives come from other people, so every member is checked before anything is written:
 absolute paths, ``..`` components, links whose target leaves the extracted folder, and device
@@ -11,6 +11,7 @@ only once the whole archive has passed, so a refused archive leaves nothing behi
 from __future__ import annotations
 
 import copy
+import errno
 import gzip
 import os
 import re
@@ -28,8 +29,9 @@ from typing import BinaryIO
 
 from .contract.constants import MAX_ARCHIVE_BYTES, MAX_UNPACKED_BYTES
 
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
-"""Archive kinds the organisers accept, told apart by file name, as they do."""
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz")
+"""Archive kinds the organisers accept, told apart by file name (case-sensitive), as they do.
+Their validator refused ``.tgz`` and the final round's worker skipped it, so it is refused here."""
 
 IGNORED_TOP_LEVEL = ("__MACOSX",)
 """Top-level folders that archiving tools add and that are never a submission."""
@@ -47,14 +49,19 @@ class UnsafeArchiveError(ArchiveError):
 
 
 def archive_kind(archive: Path) -> str:
-    """``"zip"``, ``"tar"`` or ``"tar.gz"`` from the file name; ArchiveError for anything else."""
-    name = Path(archive).name.lower()
+    """``"zip"``, ``"tar"`` or ``"tar.gz"`` from the file name (case-sensitive); ArchiveError for anything else."""
+    name = Path(archive).name
     if name.endswith(".zip"):
         return "zip"
-    if name.endswith((".tar.gz", ".tgz")):
+    if name.endswith(".tar.gz"):
         return "tar.gz"
     if name.endswith(".tar"):
         return "tar"
+    if name.lower().endswith((".tgz", ".zip", ".tar", ".tar.gz")):
+        raise ArchiveError(
+            f"{archive}: the organisers accept only names ending in .zip, .tar or .tar.gz (case-sensitive; their validator "
+            "refuses .tgz and the final round skipped it): rename it"
+        )
     raise ArchiveError(f"{archive}: unsupported archive type (expected one of {', '.join(ARCHIVE_SUFFIXES)})")
 
 
@@ -93,6 +100,14 @@ def extract_archive(
             _extract_tar(archive, "r:gz" if kind == "tar.gz" else "r:", writer)
         writer.finish()
         _move_into(staging, destination, archive)
+    except OSError as error:
+        # e.g. a name the file system refuses: the archive's fault, named, not a traceback.
+        _remove_tree(staging)
+        if created_destination:
+            _remove_tree(destination)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise  # our disk, not the archive
+        raise ArchiveError(f"{archive}: cannot extract ({error.strerror or error}: {str(error.filename or '')[-80:]})") from None
     except BaseException:
         _remove_tree(staging)
         if created_destination:
@@ -105,17 +120,22 @@ def extract_archive(
 def find_submission_root(extracted: Path) -> Path:
     """The folder holding ``metadata.json``: ``extracted`` itself or its single top-level folder.
 
-    ``__MACOSX`` and dotfiles at the top level are ignored. Raises ArchiveError when neither
-    place has ``metadata.json`` (the message says what was found instead).
+    ``__MACOSX`` at the top level is ignored, as the organisers ignore it; a dotfile is not
+    (their rule: a single top-level folder, else the top level itself), so ``.DS_Store`` beside
+    the folder makes the archive invalid. Raises ArchiveError when neither place has
+    ``metadata.json`` (the message says what was found instead).
     """
     extracted = Path(extracted)
     if (extracted / "metadata.json").is_file():
         return extracted
-    entries = sorted(
-        entry.name
-        for entry in extracted.iterdir()
-        if entry.name not in IGNORED_TOP_LEVEL and not entry.name.startswith(".")
-    )
+    entries = sorted(entry.name for entry in extracted.iterdir() if entry.name not in IGNORED_TOP_LEVEL)
+    hidden = [name for name in entries if name.startswith(".")]
+    visible = [name for name in entries if not name.startswith(".")]
+    if hidden and len(visible) == 1 and (extracted / visible[0] / "metadata.json").is_file():
+        raise ArchiveError(
+            f"the top level holds {', '.join(hidden[:3])} beside the folder {visible[0]}/: the organisers then look for "
+            "metadata.json at the top level and reject the archive; archive the folder without hidden files"
+        )
     if not entries:
         raise ArchiveError("the archive is empty: no metadata.json and no submission folder")
     if len(entries) == 1:
@@ -153,7 +173,15 @@ def safe_member_path(name: str) -> PurePosixPath | None:
         raise UnsafeArchiveError(f"member {name!r}: '..' in its path")
     if any("\0" in part for part in parts):
         raise UnsafeArchiveError(f"member {name!r}: NUL byte in its path")
+    # Linux file systems take 255 bytes per name and 4096 per path; longer fails when written.
+    too_long = next((part for part in parts if len(part.encode("utf-8", errors="surrogateescape")) > _NAME_MAX), None)
+    if too_long is not None or len(cleaned.encode("utf-8", errors="surrogateescape")) > _PATH_MAX:
+        raise UnsafeArchiveError(f"member {name[:60]!r}...: name longer than the file system allows ({_NAME_MAX} bytes a name)")
     return PurePosixPath(*parts) if parts else None
+
+
+_NAME_MAX = 255
+_PATH_MAX = 3000
 
 
 @dataclass

@@ -23,12 +23,6 @@ INCEPTION_V3_FORWARD_GFLOP = 11.5
 GRADIENT_FLOP_FACTOR = 2.0
 """Forward plus backward to the input costs about twice the forward (no weight gradients)."""
 
-CLEVERHANS_MI_FGSM_IMAGE_ITERATIONS_PER_S = 2.14
-"""cleverhans 4.0's TF2 MI-FGSM (10 iterations, batch 16) on Keras' InceptionV3, measured on the
-project's 2-core machine on 2026-11-24, when its fp32 matmul ran at ~60 GFLOP/s. The issue quotes
-6.0 from a faster day of the same machine kind (~215 GFLOP/s): compare ratios to the matmul peak."""
-
-
 @dataclass(frozen=True)
 class Throughput:
     label: str
@@ -58,13 +52,15 @@ def gradient_throughput(
     model_name: str, checkpoint: Path, *, precision: str, batch_size: int = 16, repeats: int = 3
 ) -> Throughput:
     """Image-gradients per second (forward + backward to the pixels) at ``batch_size``, best of ``repeats``."""
-    from .models.runtime import Classifier
+    from .attacks.losses import cross_entropy
+    from .models.classifier import Classifier
 
     pixels = np.random.default_rng(0).integers(0, 256, size=(batch_size, 299, 299, 3), dtype=np.uint8)
     labels = np.arange(1, batch_size + 1)
     with Classifier.create(model_name, checkpoint, precision=precision) as model:
-        model.loss_gradient(pixels, labels)
-        best = min(_timed(lambda: model.loss_gradient(pixels, labels)) for _ in range(repeats))
+        gradient_of = model.gradient_function(cross_entropy)
+        gradient_of(pixels, labels)
+        best = min(_timed(lambda: gradient_of(pixels, labels)) for _ in range(repeats))
     return Throughput(f"{model_name} {precision} batch {batch_size}", batch_size / best, best)
 
 
@@ -109,6 +105,30 @@ def attack_wall_time(
             raise RuntimeError(f"nips-attack wrote {len(list_png_files(output_dir))} of {count} images")
         messages = tuple(line for line in completed.stderr.splitlines() if "time budget" in line)
         return AttackRunTime(elapsed, messages)
+
+
+def cleverhans_mi_fgsm_throughput(batch_size: int = 16, iterations: int = 10) -> Throughput | None:
+    """Image-iterations per second of cleverhans 4.0's TF2 MI-FGSM on Keras' InceptionV3 (random weights),
+    measured now, on this machine; None when cleverhans is not installed (``pip install 'nips_adv[peers]'``).
+
+    The peer of ``gradient_throughput``: one iteration is one image-gradient. Random weights:
+    speed does not depend on them. MI-FGSM: Dong et al. 2018, arXiv:1710.06081.
+    """
+    try:
+        from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
+    except ImportError:
+        return None
+    import tensorflow as tf
+
+    model = tf.keras.applications.InceptionV3(weights=None)
+    images = tf.constant(np.random.default_rng(0).uniform(-1, 1, size=(batch_size, 299, 299, 3)).astype(np.float32))
+
+    def attack() -> None:
+        momentum_iterative_method(model, images, eps=16 / 127.5, eps_iter=1.6 / 127.5, nb_iter=iterations, clip_min=-1.0, clip_max=1.0)
+
+    attack()
+    seconds = _timed(attack)
+    return Throughput(f"cleverhans MI-FGSM batch {batch_size}", batch_size * iterations / seconds, seconds)
 
 
 def _timed(function) -> float:

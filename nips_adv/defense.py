@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from .atomic import write_text_atomically
+from .contract.constants import TARGET_CLASS_FILE
 from .contract.csv_files import write_label_rows
 from .contract.folder_job import JobReport, input_batches
 from .labels import class_name
-from .models.runtime import Classifier
+from .models.classifier import Classifier
 
 logger = logging.getLogger("nips_adv")
 
@@ -48,11 +52,31 @@ def classify_directory(
     An empty INPUT_DIR still gets an (empty) OUTPUT_FILE: the contract expects the file.
     """
     input_dir, output_file = Path(input_dir), Path(output_file)
-    if output_file.is_dir():
-        raise IsADirectoryError(f"OUTPUT_FILE {output_file} is a folder")
+    check_output_file(input_dir, output_file)
     output_file.parent.mkdir(parents=True, exist_ok=True)
     report = JobReport()
-    with open(output_file, "w", encoding="utf-8", newline="") as stream:
-        for rows in predict_directory(input_dir, model=model, report=report, batch_size=batch_size, progress=progress):
-            write_label_rows(stream, rows)
+    # The whole file is rewritten atomically after each batch (a few KB): a reader or a kill
+    # never sees half a row, and a symlink at OUTPUT_FILE is replaced, never written through.
+    text = io.StringIO()
+    write_text_atomically(output_file, "", durable=False)
+    for rows in predict_directory(input_dir, model=model, report=report, batch_size=batch_size, progress=progress):
+        write_label_rows(text, rows)
+        write_text_atomically(output_file, text.getvalue(), durable=False)
     return report
+
+
+def check_output_file(input_dir: Path, output_file: Path) -> None:
+    """Refuse an OUTPUT_FILE that is a folder or would overwrite an input (OSError naming it).
+
+    Inside INPUT_DIR, a ``*.png`` or ``target_class.csv`` name is an input's, present or not.
+    """
+    output_file = Path(output_file)
+    if output_file.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "OUTPUT_FILE is a folder", str(output_file))
+    inside_input = output_file.parent.resolve() == Path(input_dir).resolve()
+    if inside_input and (output_file.suffix.lower() == ".png" or output_file.name == TARGET_CLASS_FILE):
+        raise FileExistsError(
+            errno.EEXIST,
+            "OUTPUT_FILE is named like an input of INPUT_DIR; refusing to overwrite it (write the CSV elsewhere)",
+            str(output_file),
+        )

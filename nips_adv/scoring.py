@@ -19,7 +19,7 @@ from .contract.csv_files import ContractFileError, parse_label, read_dataset_csv
 from .contract.folder_job import JobReport
 
 if TYPE_CHECKING:
-    from .models.runtime import Classifier
+    from .models.classifier import Classifier
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,12 @@ the dataset's true labels, the way attack libraries are usually benchmarked (the
 attack none, so the tools move away from the model's own belief).
 
     .venv/bin/python scripts/bench_attacks.py --limit 50
+    .venv/bin/python scripts/bench_attacks.py --source-model efficientnet_lite0,efficientnet_lite1 --only 'MI-FGSM (10)' \
+        --intervals --defense-ensemble efficientnet_lite1,efficientnet_lite2 --step-time
+
+``--source-model`` takes a model list (an ensemble, ``a,b:0.5``); ``--defense-ensemble`` adds the clean
+accuracy of an ensemble under both fusions (mean of logits, mean of probabilities); ``--step-time``
+times one gradient step of the source ensemble against the sum of its members' own steps.
 
 Uses only nips_adv's public API: Classifier, attack_directory, method_config, score_directory.
 """
@@ -68,7 +74,12 @@ def main() -> int:
     parser.add_argument("--dataset", type=Path, default=SHARED_DATA / "dev_images.csv", help="Official dataset CSV.")
     parser.add_argument("--limit", type=int, default=None, help="Use the first N images (by name) only [default: all].")
     parser.add_argument("--eps", type=float, default=16.0)
-    parser.add_argument("--source-model", default="efficientnet_lite0", help="Model the attacks are crafted on.")
+    parser.add_argument("--source-model", default="efficientnet_lite0", help="Model (or model list: an ensemble) the attacks are crafted on.")
+    parser.add_argument("--intervals", action="store_true", help="Print every cell's 95%% Wilson interval.")
+    parser.add_argument("--defense-ensemble", default=None,
+                        help="Model list whose clean accuracy is measured with both fusions (logits, probabilities).")
+    parser.add_argument("--step-time", action="store_true",
+                        help="Time one gradient step (batch --batch-size) of the source ensemble and of each member alone.")
     parser.add_argument("--eval-models", default=",".join(EVAL_MODELS), help="Comma-separated models that score them.")
     parser.add_argument("--variants", action="store_true", help="Also DI-MI-FGSM, TI-DI-MI-FGSM, targeted DI-MI-FGSM and targeted MI-FGSM with the margin loss.")
     parser.add_argument("--only", default=None,
@@ -85,7 +96,7 @@ def main() -> int:
     from nips_adv.attacks import attack_directory, method_config
     from nips_adv.contract.csv_files import write_label_file
     from nips_adv.contract.images import list_png_files
-    from nips_adv.models.runtime import Classifier
+    from nips_adv.models.classifier import Classifier
     from nips_adv.scoring import read_dataset_labels, score_directory
 
     if not arguments.images.is_dir() or not arguments.dataset.is_file():
@@ -151,11 +162,68 @@ def main() -> int:
                     correct_images[label, model_name] = {score.image for score in report.scores if score.correct}
             print(f"  scored on {model_name:<22} {time.perf_counter() - started:7.1f} s", flush=True)
 
+        defense_lines = []
+        for fusion in ("logits", "probabilities") if arguments.defense_ensemble else ():
+            with Classifier.create(arguments.defense_ensemble, fusion=fusion) as model:
+                report = score_directory(clean_dir, dataset_csv=arguments.dataset, model=model,
+                                         batch_size=arguments.batch_size, progress=False)
+            low, high = wilson_interval(report.accuracy, report.images_scored)
+            defense_lines.append(
+                f"defense {arguments.defense_ensemble}, fusion {fusion}: clean accuracy {report.accuracy:.3f} "
+                f"({report.correct} of {report.images_scored}; 95% interval {low:.3f}-{high:.3f})")
+
     print()
     print_table(attacks, eval_models, figures, len(paths))
+    if arguments.intervals:
+        print_intervals(attacks, eval_models, figures, len(paths))
+    for line in defense_lines:
+        print(line)
+    if arguments.step_time:
+        print_step_times(arguments.source_model, arguments.batch_size)
     if arguments.source_model in eval_models:
         print_label_leaks(attacks, arguments.source_model, correct_images)
     return 0
+
+
+def print_intervals(attacks: tuple[AttackRun, ...], eval_models: list[str], figures: dict, images: int) -> None:
+    rows = [("clean", False)] + [(attack.label, attack.targeted) for attack in attacks]
+    for label, targeted in rows:
+        cells = []
+        for name in eval_models:
+            rate = figures[label, name][1 if targeted else 0]
+            low, high = wilson_interval(rate, images)
+            cells.append(f"{name.replace('efficientnet_', '')} {rate:.3f} [{low:.3f}-{high:.3f}]")
+        print(f"{label:<30} " + "  ".join(cells))
+
+
+def print_step_times(models: str, batch_size: int, repeats: int = 3) -> None:
+    """Best-of-``repeats`` seconds of one cross-entropy gradient step on ``batch_size`` 299x299 images:
+    the ensemble in one graph against each member alone."""
+    import numpy as np
+
+    from nips_adv.attacks.losses import cross_entropy
+    from nips_adv.models.classifier import Classifier, parse_members
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(batch_size, 299, 299, 3), dtype=np.uint8)
+    labels = np.arange(1, batch_size + 1)
+
+    def step_seconds(model_list) -> float:
+        with Classifier.create(model_list) as model:
+            gradient_of = model.gradient_function(cross_entropy)
+            gradient_of(pixels, labels)
+            best = float("inf")
+            for _ in range(repeats):
+                started = time.perf_counter()
+                gradient_of(pixels, labels)
+                best = min(best, time.perf_counter() - started)
+        return best
+
+    members = parse_members(models)
+    alone = [step_seconds([member]) for member in members]
+    together = step_seconds(members)
+    print(f"gradient step, batch {batch_size}: {models} {together:.2f} s; members alone "
+          + " + ".join(f"{seconds:.2f}" for seconds in alone)
+          + f" = {sum(alone):.2f} s (ensemble / sum = {together / sum(alone):.3f})", flush=True)
 
 
 def print_label_leaks(attacks: tuple[AttackRun, ...], source_model: str, correct_images: dict) -> None:

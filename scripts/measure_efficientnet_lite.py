@@ -16,7 +16,7 @@ import numpy as np
 
 from nips_adv.contract.csv_files import read_dataset_csv
 from nips_adv.contract.images import read_png
-from nips_adv.models.runtime import Classifier
+from nips_adv.models.classifier import Classifier
 
 DEFAULT_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 

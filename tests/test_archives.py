@@ -57,7 +57,7 @@ def make_submission_tar(path: Path, mode: str = "w:gz") -> Path:
     return path
 
 
-@pytest.mark.parametrize("name, mode", [("good.tar.gz", "w:gz"), ("good.tgz", "w:gz"), ("good.tar", "w")])
+@pytest.mark.parametrize("name, mode", [("good.tar.gz", "w:gz"), ("good.tar", "w")])
 def test_tar_extracts_files_modes_and_links(tmp_path: Path, name: str, mode: str) -> None:
     archive = make_submission_tar(tmp_path / name, mode)
     destination = extract_archive(archive, tmp_path / "out")
@@ -97,8 +97,23 @@ def test_submission_root_single_folder_macosx_and_dotfiles(tmp_path: Path) -> No
     (tmp_path / "one" / "sub").mkdir(parents=True)
     (tmp_path / "one" / "sub" / "metadata.json").write_text("{}")
     (tmp_path / "one" / "__MACOSX").mkdir()
-    (tmp_path / "one" / ".DS_Store").write_text("")
     assert find_submission_root(tmp_path / "one") == tmp_path / "one" / "sub"
+    # The organisers' rule (submission_validator_lib.py: entries other than __MACOSX; one folder, else the top level).
+    (tmp_path / "one" / ".DS_Store").write_text("")
+    organisers_entries = [d for d in os.listdir(tmp_path / "one") if d != "__MACOSX"]
+    organisers_root = tmp_path / "one" / organisers_entries[0] if len(organisers_entries) == 1 else tmp_path / "one"
+    assert not (organisers_root / "metadata.json").is_file()  # INVALID for them
+    with pytest.raises(ArchiveError, match=r"\.DS_Store beside the folder sub/"):
+        find_submission_root(tmp_path / "one")
+
+
+@pytest.mark.parametrize("name", ["s.tgz", "s.ZIP", "s.TAR.GZ"])
+def test_archive_names_the_organisers_refuse(tmp_path: Path, name: str) -> None:
+    organisers_suffixes = [".zip", ".tar", ".tar.gz"]  # their EXTRACT_COMMAND keys, matched with str.endswith
+    assert not any(name.endswith(suffix) for suffix in organisers_suffixes)
+    make_submission_tar(tmp_path / "s.tar.gz").rename(tmp_path / name)
+    with pytest.raises(ArchiveError, match="only names ending in .zip, .tar or .tar.gz"):
+        extract_archive(tmp_path / name, tmp_path / "out")
 
 
 class RootCase(NamedTuple):
@@ -334,7 +349,7 @@ def test_safe_member_path_root_and_parts() -> None:
 
 
 def test_extracted_archive_context_cleans_up(tmp_path: Path) -> None:
-    archive = make_submission_tar(tmp_path / "s.tgz")
+    archive = make_submission_tar(tmp_path / "s.tar.gz")
     with extracted_archive(archive) as folder:
         assert (folder / "sub" / "metadata.json").is_file()
     assert not folder.exists() and not folder.parent.exists()

@@ -29,7 +29,6 @@ from nips_adv.download.checkpoints import (
     ChecksumMismatchError,
     get_checkpoint_entry,
     install_checkpoint,
-    rename_variable,
     rewrite_checkpoint,
 )
 from nips_adv.models.checkpoints import CheckpointError
@@ -464,7 +463,7 @@ def model_server(server: LocalServer, tarballs: dict[str, bytes]) -> LocalServer
     return server
 
 
-def test_v2_checkpoint_installed_where_the_registry_looks_with_a_renamed_copy(
+def test_v2_checkpoint_installed_where_the_registry_looks_under_its_original_names(
     model_server: LocalServer, tarballs: dict[str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checkpoints = tmp_path / "ckpt"
@@ -472,28 +471,23 @@ def test_v2_checkpoint_installed_where_the_registry_looks_with_a_renamed_copy(
     monkeypatch.setenv("NIPS_ADV_CHECKPOINTS", str(checkpoints))
     runner = CliRunner()
 
-    result = runner.invoke(download_group, ["checkpoint", "adv_inception_v3", "--scope", "AdvInceptionV3", *FAST_OPTIONS])
+    result = runner.invoke(download_group, ["checkpoint", "adv_inception_v3", *FAST_OPTIONS])
 
     assert result.exit_code == 0, result.output
     digest = hashlib.sha256(tarballs["adv_inception_v3_2017_08_18.tar.gz"]).hexdigest()
     assert f"is {digest} (not pinned" in result.stderr  # printed for the user to pin
-    assert result.stdout.strip() == str(checkpoints / "adv_inception_v3_AdvInceptionV3.ckpt")
+    assert result.stdout.strip() == str(checkpoints / "adv_inception_v3.ckpt")
     assert sorted(path.name for path in checkpoints.iterdir()) == [
         "adv_inception_v3.ckpt.data-00000-of-00001",
         "adv_inception_v3.ckpt.index",
-        "adv_inception_v3_AdvInceptionV3.ckpt.data-00000-of-00001",
-        "adv_inception_v3_AdvInceptionV3.ckpt.index",
     ]
     from nips_adv.models.registry import get_model_spec
 
     assert get_model_spec("adv_inception_v3").default_checkpoint() == checkpoints / "adv_inception_v3.ckpt"
     original = read_checkpoint(checkpoints / "adv_inception_v3.ckpt")
-    renamed = read_checkpoint(checkpoints / "adv_inception_v3_AdvInceptionV3.ckpt")
     assert sorted(original) == sorted(VARIABLES)
-    assert sorted(renamed) == ["AdvInceptionV3/Conv2d_1a_3x3/weights", "AdvInceptionV3/Logits/Conv2d_1c_1x1/biases", "global_step"]
     for name, value in VARIABLES.items():
         np.testing.assert_array_equal(original[name], value)
-        np.testing.assert_array_equal(renamed[rename_variable(name, ("InceptionV3", "AdvInceptionV3"))], value)
 
     # Installed already: a second call fetches nothing; pinning the right digest passes.
     again = runner.invoke(download_group, ["checkpoint", "adv_inception_v3", "--sha256", digest, *FAST_OPTIONS])
@@ -519,18 +513,17 @@ def test_v1_checkpoint_is_rewritten_as_v2(model_server: LocalServer, tmp_path: P
         np.testing.assert_array_equal(restored[name], value)
 
 
-def test_rewrite_checkpoint_moves_a_v1_checkpoint_to_a_nested_scope(tmp_path: Path) -> None:
+def test_rewrite_checkpoint_copies_a_v1_checkpoint_as_v2_with_its_names(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "src" / "model.ckpt", v1=True)
 
-    count = rewrite_checkpoint(tmp_path / "src" / "model.ckpt", tmp_path / "dst" / "ens3.ckpt", rename_scope=("InceptionV3", "Ens3/InceptionV3"))
+    count = rewrite_checkpoint(tmp_path / "src" / "model.ckpt", tmp_path / "dst" / "ens3.ckpt")
 
     assert count == len(VARIABLES)
     assert sorted(path.name for path in (tmp_path / "dst").iterdir()) == ["ens3.ckpt.data-00000-of-00001", "ens3.ckpt.index"]
     restored = read_checkpoint(tmp_path / "dst" / "ens3.ckpt")
-    assert sorted(restored) == ["Ens3/InceptionV3/Conv2d_1a_3x3/weights", "Ens3/InceptionV3/Logits/Conv2d_1c_1x1/biases", "global_step"]
-    np.testing.assert_array_equal(restored["Ens3/InceptionV3/Conv2d_1a_3x3/weights"], VARIABLES["InceptionV3/Conv2d_1a_3x3/weights"])
+    assert sorted(restored) == sorted(VARIABLES)
+    np.testing.assert_array_equal(restored["InceptionV3/Conv2d_1a_3x3/weights"], VARIABLES["InceptionV3/Conv2d_1a_3x3/weights"])
     assert restored["global_step"] == 12345
-    assert rename_variable("InceptionV3Extra/w", ("InceptionV3", "X")) == "InceptionV3Extra/w"  # a scope, not a string prefix
 
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
@@ -579,8 +572,6 @@ def test_other_checkpoint_failures_stop_with_exit_2(model_server: LocalServer, t
     assert model_server.hits["/models/inception_v4_2016_09_09.tar.gz"] == 1  # permanent: not retried
     unknown = runner.invoke(download_group, ["checkpoint", "vgg_99", *base])
     assert unknown.exit_code == 2 and "unknown checkpoint 'vgg_99'; known: " in unknown.stderr
-    bad_scope = runner.invoke(download_group, ["checkpoint", "inception_v3", "--scope", "bad scope", *base])
-    assert bad_scope.exit_code == 2 and "not a valid variable scope" in bad_scope.stderr
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(CheckpointDownloadError):
         get_checkpoint_entry("nope")
@@ -609,7 +600,8 @@ def test_list_shows_every_checkpoint_without_importing_tensorflow(console_env: d
 
 def test_catalogue_names_match_the_registry_and_the_contract() -> None:
     from nips_adv.download.checkpoints import CATALOGUE
-    from nips_adv.models.registry import list_models
+    from nips_adv.models.catalogue import CATALOGUE as MODELS
+    from nips_adv.models.catalogue import list_models
 
     contract_files = {
         "inception_v3_2016_08_28.tar.gz", "adv_inception_v3_2017_08_18.tar.gz", "ens3_adv_inception_v3_2017_08_18.tar.gz",
@@ -619,11 +611,15 @@ def test_catalogue_names_match_the_registry_and_the_contract() -> None:
     }
     assert {entry.file_name for entry in CATALOGUE.values()} == contract_files
     for entry in CATALOGUE.values():
+        assert entry.url == f"http://download.tensorflow.org/models/{entry.file_name}"
+        assert entry.num_classes == 1001 and entry.archive_member.endswith(".ckpt")
         assert entry.sha256 is None or len(entry.sha256) == 64
         if entry.model is not None:
             assert entry.model in list_models()
     import nips_adv.models  # noqa: F401 (registers the models)
 
     for name in list_models():
-        if name in CATALOGUE:
-            assert CATALOGUE[name].model == name
+        assert MODELS[name].model == name
+        assert (MODELS[name].url is None) == (MODELS[name].package is not None)  # one way to get each
+    assert set(CATALOGUE) == {name for name, entry in MODELS.items() if entry.url}
+    assert len({entry.checkpoint_file for entry in MODELS.values()}) == len(MODELS)

@@ -24,7 +24,8 @@ from nips_adv.models.efficientnet_lite import (
     torch_to_tf_variables,
     variable_shapes,
 )
-from nips_adv.models.runtime import Classifier
+from nips_adv.models.catalogue import default_checkpoint, prepare_weights
+from nips_adv.models.classifier import Classifier
 from nips_adv.models.torch_weights import read_torch_state_dict
 
 MODEL_NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -102,13 +103,19 @@ def test_graph_variables_match_the_packaged_weights(name: str) -> None:
 # --- conversion -------------------------------------------------------------------------------------------
 
 
-def test_default_checkpoint_is_converted_once_into_the_cache(cache: Path) -> None:
-    spec = get_model_spec("efficientnet_lite0")
-    prefix = spec.default_checkpoint()
+def test_default_checkpoint_is_converted_once_into_the_cache_by_the_explicit_step(cache: Path) -> None:
+    if not (cache / "converted" / "efficientnet_lite0-v1").exists():
+        with pytest.raises(CheckpointError, match="no converted checkpoint .*prepare_weights"):
+            default_checkpoint("efficientnet_lite0")  # a lookup never writes
+        assert not (cache / "converted" / "efficientnet_lite0-v1").exists()
+    messages: list[str] = []
+    prefix = prepare_weights("efficientnet_lite0", report=messages.append)
     assert prefix.parent.parent == cache / "converted"
     index = Path(f"{prefix}.index")
     written = index.stat().st_mtime_ns
-    assert spec.default_checkpoint() == prefix
+    assert prepare_weights("efficientnet_lite0", report=messages.append) == prefix == default_checkpoint("efficientnet_lite0")
+    assert len(messages) <= 1 and all(message.startswith("converting efficientnet_lite0") for message in messages)
+    assert get_model_spec("efficientnet_lite0").default_checkpoint() == prefix
     assert index.stat().st_mtime_ns == written
     assert [path.name for path in prefix.parent.iterdir() if path.name.startswith(".")] == []  # no staging left
 
@@ -128,7 +135,7 @@ def test_logits_match_the_reference_implementation(classifier: Classifier) -> No
     photos = _sample_photos()
     assert list(golden["photos"]) == list(photos)
     logits = classifier.logits(np.stack(list(photos.values())))
-    np.testing.assert_allclose(logits, golden[classifier.spec.name], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(logits, golden[classifier.names[0]], rtol=0, atol=1e-3)
 
 
 def test_sample_photos_are_classified_correctly(classifier: Classifier) -> None:
@@ -145,7 +152,9 @@ def test_sample_photos_are_classified_correctly(classifier: Classifier) -> None:
 
 def test_gradient_reaches_the_pixels(classifier: Classifier) -> None:
     pixels = _sample_photos()["coffee"][None].astype(np.float32)
-    gradient, _, _ = classifier.loss_gradient(pixels, np.array([ESPRESSO]))
+    from nips_adv.attacks.losses import cross_entropy
+
+    gradient = classifier.gradient_function(cross_entropy)(pixels, np.array([ESPRESSO]))
     assert gradient.shape == pixels.shape and np.isfinite(gradient).all() and np.abs(gradient).max() > 0
 
 
@@ -158,7 +167,7 @@ def test_dev_images_are_classified_as_well_as_by_the_reference(classifier: Class
     images = np.stack([read_png(shared_data / "dev_images" / f"{image_id}.png") for image_id in frame["ImageId"]])
     predictions = np.concatenate([classifier.predict(images[start : start + 50]) for start in range(0, len(images), 50)])
     accuracy = float(np.mean(predictions == frame["TrueLabel"].to_numpy()))
-    assert accuracy == pytest.approx(REFERENCE_DEV_ACCURACY[classifier.spec.name], abs=0.01)
+    assert accuracy == pytest.approx(REFERENCE_DEV_ACCURACY[classifier.names[0]], abs=0.01)
 
 
 @pytest.mark.parametrize("classifier", ["efficientnet_lite0"], indirect=True)

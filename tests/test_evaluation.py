@@ -208,7 +208,7 @@ def _ranked(scores: dict[str, int]) -> list[tuple[str, int]]:
 
 
 def test_evaluate_end_to_end(arena: dict) -> None:
-    result = CliRunner().invoke(evaluate_command, _arguments(arena, "--time-limit", "60"))
+    result = CliRunner().invoke(evaluate_command, _arguments(arena, "--time-limit", "60", "--rules", "dev"))
     assert result.exit_code == 1, result.output  # bad submissions are reported
     out, work = arena["out"], arena["work"]
     clean = _clean(arena)
@@ -311,7 +311,8 @@ def test_resume_reruns_only_unfinished_pieces(arena: dict) -> None:
     first = CliRunner().invoke(evaluate_command, _arguments(arena))
     assert first.exit_code == 1, first.output  # the dataset's stray image and row, the 'corner' defense's bad rows
     assert len(counter.read_text().splitlines()) == 3
-    before = {p.name: p.read_text() for p in arena["out"].glob("*.csv")}
+    # Scores do not change on resume; the *_results.csv files hold run times, which do.
+    before = {p.name: p.read_text() for p in arena["out"].glob("*.csv") if not p.name.endswith("results.csv")}
     # Simulate an interrupted run: one attack piece and one defense piece lost their done.json midway.
     (arena["work"] / "pieces" / "attack" / "shift" / "batch_0001" / "done.json").unlink()
     (arena["work"] / "pieces" / "attack" / "shift" / "batch_0001" / "clipped" / "img_c.png").unlink()
@@ -319,7 +320,7 @@ def test_resume_reruns_only_unfinished_pieces(arena: dict) -> None:
     second = CliRunner().invoke(evaluate_command, _arguments(arena))
     assert second.exit_code == 1, second.output
     assert len(counter.read_text().splitlines()) == 4  # only the unfinished shift piece ran again
-    assert {p.name: p.read_text() for p in arena["out"].glob("*.csv")} == before
+    assert {p.name: p.read_text() for p in arena["out"].glob("*.csv") if not p.name.endswith("results.csv")} == before
 
 
 def test_hanging_attack_is_killed_and_scores_what_it_wrote(arena: dict) -> None:
@@ -353,7 +354,7 @@ def test_scoring_counts_missing_images_and_classifications() -> None:
         "f",
     )
     predictions = {"d1": {"0": 10, "1": 10, "2": 11, "3": 21}, "d2": {"0": 5, "3": 11, "4": 11}}
-    scores = compute_scores(images, pool, predictions, attacks=["a", "b"], targeted_attacks=["t"], defenses=["d1", "d2"])
+    scores = compute_scores(images, pool, predictions, attacks=["a", "b"], targeted_attacks=["t"], defenses=["d1", "d2"], rules="dev")
     assert scores.matrices["accuracy_on_attacks"].loc["a"].tolist() == [1, 1]
     assert scores.matrices["accuracy_on_attacks"].loc["b"].tolist() == [0, 0]
     assert scores.matrices["hit_target_class"].loc["t"].tolist() == [1, 0]
@@ -471,8 +472,151 @@ def test_docker_runner_uses_the_organisers_command_lines(arena: dict, tmp_path: 
     defense_lines = [line for line in lines if "run_defense.sh" in line]
     assert len(attack_lines) == 3 and len(defense_lines) == 2 * 3  # noop x 3 batches; 2 defenses x 3 pool batches (5 clean images)
     for line in attack_lines:
-        assert "--network=none" in line and "-m=24g" in line and "--gpus all" in line
+        assert line.startswith("create --runtime=nvidia") and "--network=none" in line and "-m=24g" in line and "--cpus=3.75" in line
         assert ":/input_images:ro" in line and ":/output_images " in line and "-w /code" in line
         # The noop sample's container_gpu, and the epsilon of each batch.
         assert line.endswith(tuple(f"nips-adv:0.1.0-gpu ./run_attack.sh /input_images /output_images {eps}" for eps in (4, 8, 12)))
     assert all(line.endswith("./run_defense.sh /input_images /output_data/result.csv") for line in defense_lines)
+
+
+# --- The final round's rules (eval_infra/code/master.py), run on the same fixtures and compared. ---
+
+
+def organisers_final_scores(acc, err, hit, count_adv_images, classified_images_count, expected_images, targeted):
+    """master.py's compute_results scoring loop, restated: matrices are keyed [defense, attack]."""
+    attacks_to_use = [k for k, v in count_adv_images.items() if v == expected_images]
+    total_num_adversarial = sum(count_adv_images.values())
+    defenses_to_use = [k for k, v in classified_images_count.items() if v == total_num_adversarial]
+    attack_scores, targeted_scores, defense_scores = {}, {}, {}
+    for defense_id in {d for d, _ in acc}:
+        for attack_id in {a for _, a in acc}:
+            if attack_id in attacks_to_use:
+                defense_scores[defense_id] = defense_scores.get(defense_id, 0) + acc.get((defense_id, attack_id), 0)
+            if defense_id in defenses_to_use:
+                if attack_id in targeted:
+                    targeted_scores[attack_id] = targeted_scores.get(attack_id, 0) + hit.get((defense_id, attack_id), 0)
+                else:
+                    attack_scores[attack_id] = attack_scores.get(attack_id, 0) + err.get((defense_id, attack_id), 0)
+    return attack_scores, targeted_scores, defense_scores
+
+
+def _organisers_matrices(images, pool, predictions):
+    """analyze_one_classification_result, restated: counts per [defense, attack] over classified adversarial images."""
+    by_id = {image.image_id: image for image in images}
+    acc, err, hit, classified = {}, {}, {}, {}
+    for defense, labels in predictions.items():
+        for name, label in labels.items():
+            entry = pool.entries[name]
+            if entry.track == "clean":
+                continue
+            image = by_id[entry.image_id]
+            key = (defense, entry.attack)
+            classified[defense] = classified.get(defense, 0) + 1
+            acc[key] = acc.get(key, 0) + int(label == image.true_label)
+            err[key] = err.get(key, 0) + int(label != image.true_label)
+            hit[key] = hit.get(key, 0) + int(label == image.target_class)
+    return acc, err, hit, classified
+
+
+def test_final_round_scoring_matches_master_py() -> None:
+    """A crashing defense (d_partial) hands no attack free points; an incomplete attack (b) scores no defense."""
+    images = [DatasetImage(f"i{k}", f"i{k}.png", 10 + k, 20 + k) for k in range(3)]
+    entries, predictions = {}, {"d_full": {}, "d_partial": {}, "d_wrong": {}}
+    made = {("attack", "a"): 3, ("attack", "b"): 2, ("targeted_attack", "t"): 3}
+    rng = np.random.default_rng(3)
+    for (track, attack), count in made.items():
+        for k in range(count):
+            name = f"{len(entries):08d}"
+            entries[name] = PoolEntry(track, attack, f"i{k}")
+            predictions["d_full"][name] = int(rng.choice([10 + k, 20 + k, 7]))
+            predictions["d_wrong"][name] = 999
+            if len(entries) % 3:  # d_partial misses every third image
+                predictions["d_partial"][name] = 10 + k
+    pool = Pool(entries, "f")
+    scores = compute_scores(images, pool, predictions, attacks=["a", "b"], targeted_attacks=["t"], defenses=list(predictions))
+    acc, err, hit, classified = _organisers_matrices(images, pool, predictions)
+    count_adv = {attack: count for (_, attack), count in made.items()}
+    attack_scores, targeted_scores, defense_scores = organisers_final_scores(acc, err, hit, count_adv, classified, 3, {"t"})
+    ours = {key: frame.set_index("Name")["Score"].to_dict() for key, frame in scores.rankings.items()}
+    assert ours["attack"] == attack_scores and ours["targeted_attack"] == targeted_scores
+    assert ours["defense"] == {d: defense_scores.get(d, 0) for d in predictions}
+    assert scores.complete_defenses == ["d_full", "d_wrong"] and scores.complete_attacks == ["a", "t"]
+    # The development tool's rule would have let d_partial's gaps count as wins for the attacks.
+    dev = compute_scores(images, pool, predictions, attacks=["a", "b"], targeted_attacks=["t"], defenses=list(predictions), rules="dev")
+    assert dev.rankings["attack"].set_index("Name")["Score"]["a"] > ours["attack"]["a"]
+
+
+def test_final_round_takes_png_outputs_only() -> None:
+    images = [DatasetImage("x", "x.png", 10, 20), DatasetImage("y", "y.png", 11, 21)]
+    pool = Pool({"0": PoolEntry("attack", "a", "x"), "1": PoolEntry("attack", "a", "y")}, "f")
+    predictions = {"d": {"0": 1, "1": 1}}
+    arguments = dict(attacks=["a"], targeted_attacks=[], defenses=["d"], not_png=frozenset({("attack", "a", "y")}))
+    final = compute_scores(images, pool, predictions, **arguments)
+    dev = compute_scores(images, pool, predictions, rules="dev", **arguments)
+    assert final.produced[("attack", "a")] == 1 and dev.produced[("attack", "a")] == 2
+    assert final.rankings["attack"]["Score"].tolist() == [1] and dev.rankings["attack"]["Score"].tolist() == [2]
+
+
+def test_final_round_files_and_rules_on_the_arena(arena: dict) -> None:
+    """Default rules: the final round's files, compared with master.py's rule on the same images."""
+    for name in ("broken_json", "no_metadata", "weird_type", "no_entry", "garbage"):
+        shutil.rmtree(arena["attacks"] / name)
+    (arena["attacks"] / "random_noise.zip").unlink()
+    # An attack writing IMAGEID.jpg: the development tool took it, the final round did not.
+    _submission(arena["attacks"] / "jpeg", "attack", 'for f in "$1"/*.png; do cp "$f" "$2/$(basename "$f" .png).jpg"; done\n')
+    result = CliRunner().invoke(evaluate_command, _arguments(arena))
+    assert result.exit_code == 1, result.output
+    out, work = arena["out"], arena["work"]
+    clean = _clean(arena)
+    crasher = {i: clean[i] for i in ("img_a", "img_c", "img_e")}
+    expected = _expected(arena, {"noop": clean, "shift": _shifted(clean), "crasher": crasher}, {"shift_targeted": _shifted(clean)})
+    # master.py's matrices are [defense, attack]; both defenses classify every image here.
+    acc = {(d, a): v for (a, d), v in {**expected["accuracy"], **expected["t_accuracy"]}.items()}
+    counts = {"noop": 5, "shift": 5, "crasher": 3, "shift_targeted": 5}
+    err = {(d, a): counts[a] - v for (d, a), v in acc.items()}
+    hit = {(d, a): v for (a, d), v in expected["hits"].items()}
+    classified = {d: sum(counts.values()) for d in ("mean", "corner")}
+    attack_scores, targeted_scores, defense_scores = organisers_final_scores(acc, err, hit, counts, classified, 5, {"shift_targeted"})
+    assert _read_matrix(out / "accuracy_matrix.csv") == {**acc, **{(d, "jpeg"): 0 for d in ("mean", "corner")}}
+    assert {k: v for k, v in _read_matrix(out / "error_matrix.csv").items() if k[1] != "jpeg"} == err
+    with open(out / "attack_results.csv", newline="") as stream:
+        rows = {row["SubmissionID"]: row for row in csv.DictReader(stream)}
+    assert {name: int(row["Score"]) for name, row in rows.items()} == {**attack_scores, "jpeg": 0}
+    assert rows["crasher"]["CompletedBatches"] == "3" and rows["crasher"]["BatchesWithError"] == "3"
+    assert rows["noop"]["BatchesWithError"] == "0" and float(rows["noop"]["MinEvalTime"]) <= float(rows["noop"]["MaxEvalTime"])
+    assert rows["jpeg"]["ProcessedImages"] == "0" and rows["crasher"]["ProcessedImages"] == "3"
+    assert dict(_read_ranking(out / "defense_ranking.csv")[0]) == defense_scores  # crasher and jpeg are left out
+    assert dict(_read_ranking(out / "targeted_attack_ranking.csv")[0]) == targeted_scores
+    # The same intermediate folder scored by the development tool's rules counts the .jpg images.
+    from nips_adv.evaluation.run import finish
+
+    dev = finish(work, output_dir=arena["out"].parent / "dev", rules="dev")
+    assert dev.scores.produced[("attack", "jpeg")] == 5
+    assert not (arena["out"].parent / "dev" / "attack_results.csv").exists()
+
+
+def test_epsilon_cycle_follows_sorted_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """image_batches.py: images sorted by file name, batches of 100, eps 4/8/12/16 in turn."""
+    monkeypatch.setattr(plan_module, "BATCH_IMAGES", 2)
+    names = ["e", "a", "d", "b", "c"]  # CSV row order, not name order
+    for name in names:
+        write_png(np.zeros((4, 4, 3), dtype=np.uint8), tmp_path / f"{name}.png")
+    (tmp_path / "d.csv").write_text("ImageId,TrueLabel,TargetClass\n" + "".join(f"{n},1,2\n" for n in names))
+    images = plan_module.load_dataset(tmp_path, tmp_path / "d.csv", plan_module.Problems())
+    submission = plan_module.Submission("s", "attack", str(tmp_path), None)  # type: ignore[arg-type]
+    pieces = plan_module.attack_pieces([submission], images, "cycle", tmp_path / "p")
+    organisers = sorted(f"{n}.png" for n in names)  # their _read_image_list
+    assert [[i.image_id + ".png" for i in p.images] for p in pieces] == [organisers[0:2], organisers[2:4], organisers[4:]]
+    assert [p.epsilon for p in pieces] == [4, 8, 12]
+
+
+def test_metadata_covering_more_images_is_a_warning(arena: dict) -> None:
+    """Evaluating on a subset of the dataset CSV: exit 0, the rows without images named in a warning."""
+    for name in ("broken_json", "no_metadata", "weird_type", "no_entry", "garbage", "crasher", "shift"):
+        shutil.rmtree(arena["attacks"] / name)
+    (arena["attacks"] / "random_noise.zip").unlink()
+    shutil.rmtree(arena["defenses"] / "corner")
+    (arena["dataset"] / "not_in_csv.png").unlink()
+    result = CliRunner().invoke(evaluate_command, _arguments(arena))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "absent_image" in result.stderr and "warning" in result.stderr

@@ -1,14 +1,13 @@
-"""The runtime's loss on a linear toy model, whose gradient is known in closed form."""
+"""The attack losses, compiled by the classifier on a linear toy model whose gradient is known in closed form."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nips_adv.models.registry import ModelSpec
-from nips_adv.models.runtime import Classifier
+from nips_adv.attacks.losses import cross_entropy, get_loss, margin, own_labels
+from nips_adv.models.classifier import Classifier, Network
+from nips_adv.models.networks import Architecture
 
 SIDE = 4
 INPUTS = SIDE * SIDE * 3
@@ -23,17 +22,15 @@ def _build_linear_logits(images, scope: str):
     return tf.matmul(tf.reshape(images, [-1, INPUTS]), weights)
 
 
-def _toy_spec() -> ModelSpec:
-    return ModelSpec(
-        name="toy_linear",
-        description="logits = flattened pixels @ weights",
-        scope="Toy",
-        num_classes=1000,
-        image_size=SIDE,
-        preprocess=lambda pixels: pixels,
-        build_logits=_build_linear_logits,
-        default_checkpoint=lambda: Path("unused"),
-    )
+TOY = Architecture(
+    name="toy_linear",
+    description="logits = flattened pixels @ weights",
+    default_scope="Toy",
+    num_classes=1000,
+    image_size=SIDE,
+    preprocess=lambda pixels: pixels,
+    build_logits=_build_linear_logits,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +48,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Classifier, np.ndarra
         with tf1.Session(graph=graph) as session:
             session.run(variable.initializer)
             tf1.train.Saver([variable]).save(session, str(prefix), write_meta_graph=False)
-    with Classifier(_toy_spec(), prefix) as classifier:
+    with Classifier([Network("toy_linear", TOY, prefix, "Toy")]) as classifier:
         yield classifier, weights.astype(np.float32).astype(np.float64)
 
 
@@ -68,7 +65,7 @@ def test_a_saturated_target_keeps_the_term_that_raises_its_logit(toy: tuple[Clas
     assert np.float32(probabilities[TARGET - 1]) == np.float32(1.0)  # float32 would round 1 - p to 0
     # d(-log p_t)/dx = W (p - e_t); the -W[:, t] (1 - p_t) term dominates here.
     expected = weights @ (probabilities - np.eye(1000)[TARGET - 1])
-    gradient, _, _ = classifier.loss_gradient(pixels, np.array([TARGET]))
+    gradient = classifier.gradient_function(cross_entropy)(pixels, np.array([TARGET]))
     np.testing.assert_allclose(gradient.reshape(INPUTS), expected, rtol=1e-3, atol=1e-6 * np.abs(expected).max())
 
 
@@ -78,12 +75,12 @@ def test_weighted_labels_and_own_labels_in_closed_form(toy: tuple[Classifier, np
     logits = pixels.reshape(1, INPUTS).astype(np.float64) @ weights
     probabilities = _probabilities(logits[0])
     labels, label_weights = np.array([[3, 900]]), np.array([[0.25, 0.75]], np.float32)
-    gradient, _, _ = classifier.loss_gradient(pixels, labels, weights=label_weights)
+    gradient = classifier.gradient_function(cross_entropy)(pixels, labels, label_weights)
     # -sum_k w_k log p_k has the gradient W (sum_k w_k (p - e_k)).
     upstream = 0.25 * (probabilities - np.eye(1000)[2]) + 0.75 * (probabilities - np.eye(1000)[899])
     np.testing.assert_allclose(gradient.reshape(INPUTS), weights @ upstream, rtol=1e-3, atol=1e-6)
 
-    _, own, own_weights = classifier.loss_gradient(pixels, None, own_classes=4)
+    own, own_weights = own_labels(classifier.logits(pixels), 4)
     top = np.argsort(-probabilities)[:4]
     assert own.tolist() == [(top + 1).tolist()]
     np.testing.assert_allclose(own_weights[0], probabilities[top] / probabilities[top].sum(), rtol=1e-4)
@@ -95,14 +92,14 @@ def test_margin_is_the_best_rival_logit_minus_the_label_logit(toy: tuple[Classif
     logits = (pixels.reshape(1, INPUTS).astype(np.float64) @ weights)[0]
     label = int(np.argsort(logits)[500]) + 1  # a middling class: the rival is the prediction
     rival = int(np.argmax(logits))
-    gradient, _, _ = classifier.loss_gradient(pixels, np.array([label]), loss="margin")
+    gradient = classifier.gradient_function(margin)(pixels, np.array([label]))
     np.testing.assert_allclose(gradient.reshape(INPUTS), weights[:, rival] - weights[:, label - 1], rtol=1e-4, atol=1e-6)
 
     # Saturated: the target leads by ~25, where the float32 softmax rounds to one; the margin keeps its full gradient.
     ones = np.ones((1, SIDE, SIDE, 3), np.float32)
     ones_logits = (ones.reshape(1, INPUTS).astype(np.float64) @ weights)[0]
     runner_up = int(np.argsort(ones_logits)[-2])
-    gradient, _, _ = classifier.loss_gradient(ones, np.array([TARGET]), loss="margin")
+    gradient = classifier.gradient_function(margin)(ones, np.array([TARGET]))
     np.testing.assert_allclose(gradient.reshape(INPUTS), weights[:, runner_up] - weights[:, TARGET - 1], rtol=1e-4, atol=1e-6)
 
 
@@ -111,16 +108,21 @@ def test_margin_over_several_labels_shares_the_best_rival_outside_them(toy: tupl
     pixels = np.random.default_rng(3).uniform(0, 0.05, size=(1, SIDE, SIDE, 3)).astype(np.float32)
     logits = (pixels.reshape(1, INPUTS).astype(np.float64) @ weights)[0]
     top = np.argsort(-logits)[:3]
-    _, own, own_weights = classifier.loss_gradient(pixels, None, own_classes=3)
-    gradient, used, _ = classifier.loss_gradient(pixels, own, weights=own_weights, loss="margin")
+    own, own_weights = own_labels(classifier.logits(pixels), 3)
+    gradient = classifier.gradient_function(margin)(pixels, own, own_weights)
     # sum_k w_k (z_rival - z_k), the rival being the fourth class: the top three are pushed down together,
     # not each against the others.
     expected = sum(w * (weights[:, np.argsort(-logits)[3]] - weights[:, k]) for w, k in zip(own_weights[0], top))
-    assert used.tolist() == [(top + 1).tolist()]
+    assert own.tolist() == [(top + 1).tolist()]
     np.testing.assert_allclose(gradient.reshape(INPUTS), expected, rtol=1e-4, atol=1e-6)
 
 
-def test_an_unknown_loss_is_refused(toy: tuple[Classifier, np.ndarray]) -> None:
+def test_an_unknown_loss_is_refused_and_a_compiled_one_is_reused(toy: tuple[Classifier, np.ndarray]) -> None:
     classifier, _ = toy
     with pytest.raises(ValueError, match="loss 'hinge' is not one of cross-entropy, margin"):
-        classifier.loss_gradient(np.zeros((1, SIDE, SIDE, 3), np.float32), np.array([1]), loss="hinge")
+        get_loss("hinge")
+    operations = len(classifier._graph.get_operations())
+    classifier.gradient_function(cross_entropy)
+    assert len(classifier._graph.get_operations()) == operations  # compiled once, by the tests above
+    with pytest.raises(ValueError, match="labels must be 1 rows of integers 1..1000"):
+        classifier.gradient_function(cross_entropy)(np.zeros((1, SIDE, SIDE, 3), np.float32), np.array([0]))

@@ -84,7 +84,7 @@ def test_nothing_scored_has_no_accuracy(dataset_csv: Path) -> None:
 
 
 def test_score_directory_matches_predictions_computed_one_by_one(tmp_path: Path, inception_v3_checkpoint: Path) -> None:
-    from nips_adv.models.runtime import Classifier
+    from nips_adv.models.classifier import Classifier
 
     images = tmp_path / "images"
     images.mkdir()

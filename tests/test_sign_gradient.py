@@ -20,24 +20,29 @@ from nips_adv.contract.epsilon import max_perturbation
 
 
 class ScriptedModel:
-    """Returns the scripted gradients in turn, and records what it was asked."""
+    """Returns the scripted gradients in turn, and records what it was asked (the loss and transform by name)."""
 
     def __init__(self, gradients: list[np.ndarray]) -> None:
         self.gradients = gradients
         self.calls: list[dict] = []
+        self.logits_calls = 0
 
-    def loss_gradient(self, pixels, labels, *, weights=None, own_classes=1, loss="cross-entropy", diversity_prob=0.0,
-                      diversity_scale=1.0):
-        self.calls.append(
-            {"pixels": pixels.copy(), "labels": labels, "weights": weights, "own_classes": own_classes, "loss": loss,
-             "diversity_prob": diversity_prob}
-        )
-        if labels is None:
-            labels, weights = np.full((len(pixels), own_classes), 42), np.full((len(pixels), own_classes), 1 / own_classes)
-        return self.gradients[(len(self.calls) - 1) % len(self.gradients)], labels, weights
+    def logits(self, pixels):
+        """Label 17 first, 18 second, equally likely; the rest far behind."""
+        self.logits_calls += 1
+        logits = np.full((len(pixels), 1000), -50.0, np.float32)
+        logits[:, 16] = logits[:, 17] = 0.0
+        return logits
 
-    def own_labels(self, pixels, count):
-        return np.full((len(pixels), count), 17), np.full((len(pixels), count), 0.5)
+    def gradient_function(self, loss, transform=None):
+        def gradient_of(pixels, labels, weights=None):
+            self.calls.append(
+                {"pixels": pixels.copy(), "labels": np.asarray(labels).copy(), "weights": np.asarray(weights).copy(),
+                 "loss": loss.__name__, "transform": transform}
+            )
+            return self.gradients[(len(self.calls) - 1) % len(self.gradients)]
+
+        return gradient_of
 
 
 def _clean(shape=(2, 6, 5, 3), seed=0) -> np.ndarray:
@@ -60,7 +65,7 @@ def test_targeted_descends_the_loss_toward_the_target() -> None:
     model = ScriptedModel([gradient])
     adversarial = sign_gradient_attack(model, clean, 4, labels=np.array([7]), targeted=True, config=METHODS["fgsm"])
     assert np.all(adversarial == 96)
-    assert model.calls[0]["labels"].tolist() == [7]
+    assert model.calls[0]["labels"].tolist() == [[7]] and model.calls[0]["weights"].tolist() == [[1.0]]
 
 
 def _reference_mi_fgsm(clean, gradients, eps, iterations, decay):
@@ -105,18 +110,15 @@ def test_every_method_respects_the_bound(case: BoundCase) -> None:
         assert np.array_equal(adversarial, clean)
 
 
-def test_own_prediction_is_taken_once_and_kept() -> None:
+def test_own_classes_are_taken_once_on_the_clean_batch_and_kept() -> None:
     clean = _clean()
-    model = ScriptedModel([np.ones(clean.shape, np.float32)])
-    sign_gradient_attack(model, clean, 4, labels=None, targeted=False, config=method_config("i-fgsm", own_classes=3))
-    assert model.calls[0]["labels"] is None and model.calls[0]["own_classes"] == 3
-    assert all(call["labels"].tolist() == [[42] * 3] * 2 for call in model.calls[1:])
-    assert all(np.allclose(call["weights"], 1 / 3) for call in model.calls[1:])
-    diverse = ScriptedModel([np.ones(clean.shape, np.float32)])
-    sign_gradient_attack(diverse, clean, 4, labels=None, targeted=False, config=method_config("di-mi-fgsm", own_classes=2))
-    # Taken on the clean batch, since under DI the first pass sees a transformed one.
-    assert all(call["labels"].tolist() == [[17, 17]] * 2 for call in diverse.calls)
-    assert all(np.allclose(call["weights"], 0.5) for call in diverse.calls)
+    for method in ("i-fgsm", "di-mi-fgsm"):
+        model = ScriptedModel([np.ones(clean.shape, np.float32)])
+        sign_gradient_attack(model, clean, 4, labels=None, targeted=False, config=method_config(method, own_classes=3))
+        assert model.logits_calls == 1
+        assert all(call["labels"].tolist() == [[17, 18, 1]] * 2 for call in model.calls)  # ties keep label order
+        # Renormalised probabilities over the top 3: the third is e^-50 of the first.
+        assert all(np.allclose(call["weights"], [[0.5, 0.5, 0.0]] * 2, atol=1e-12) for call in model.calls)
 
 
 def test_a_targeted_attack_without_targets_is_refused() -> None:
@@ -126,11 +128,16 @@ def test_a_targeted_attack_without_targets_is_refused() -> None:
                              config=METHODS["mi-fgsm"])
 
 
-def test_input_diversity_probability_reaches_the_model() -> None:
+def test_input_diversity_is_the_transform_of_every_gradient() -> None:
+    from nips_adv.attacks.transforms import InputDiversity
+
     clean = _clean()
     model = ScriptedModel([np.ones(clean.shape, np.float32)])
     sign_gradient_attack(model, clean, 4, labels=np.array([1, 1]), targeted=False, config=METHODS["di-mi-fgsm"])
-    assert [call["diversity_prob"] for call in model.calls] == [0.5] * 10
+    assert [call["transform"] for call in model.calls] == [InputDiversity(probability=0.5)] * 10
+    plain = ScriptedModel([np.ones(clean.shape, np.float32)])
+    sign_gradient_attack(plain, clean, 4, labels=np.array([1, 1]), targeted=False, config=METHODS["mi-fgsm"])
+    assert {call["transform"] for call in plain.calls} == {None}
 
 
 def test_translation_invariance_equals_a_2d_gaussian_convolution() -> None:
@@ -183,3 +190,4 @@ def test_the_configured_loss_reaches_every_gradient() -> None:
     sign_gradient_attack(model, clean, 4, labels=np.array([3, 4]), targeted=True,
                          config=method_config("mi-fgsm", targeted=True, iterations=3, loss="margin"))
     assert [call["loss"] for call in model.calls] == ["margin"] * 3
+    assert model.logits_calls == 0  # targets given: no forward pass for own classes

@@ -236,28 +236,34 @@ def test_docker_command_line_is_the_organisers(tmp_path: Path) -> None:
         container_name="c1",
         gpu=False,
     )
+    # worker.py's flags (its `docker run --detach`, split here into create + start so the clock starts with the container).
     assert command == [
-        "docker", "run", "--rm", "--name", "c1", "--network=none", "-m=24g",
+        "docker", "create", "--name", "c1", "--network=none", "-m=24g", "--cpus=3.75",
         "-v", f"{tmp_path}/in:/input_images:ro", "-v", f"{tmp_path}/out:/output_images",
         "-v", f"{tmp_path}/sub:/code", "-w", "/code",
         "nips-adv:latest", "./run_attack.sh", "/input_images", "/output_images", "16",
     ]  # fmt: skip
     gpu_command = docker_command(tmp_path, METADATA, [], [], container_name="c2", gpu=True)
-    assert gpu_command[gpu_command.index("--gpus") + 1] == "all"
+    assert gpu_command[:3] == ["docker", "create", "--runtime=nvidia"] and "--gpus" not in gpu_command
     assert "nips-adv:latest-gpu" in gpu_command
 
 
 @pytest.fixture
 def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A ``docker`` on PATH that logs its arguments; ``run`` sleeps $FAKE_DOCKER_SLEEP seconds, ``kill`` stops it."""
+    """A ``docker`` on PATH that logs its arguments.
+
+    ``create`` exits $FAKE_DOCKER_STATUS and copies the folder mounted at /code to fake_bin/code_seen
+    (with its modes); ``start`` sleeps $FAKE_DOCKER_SLEEP seconds; ``kill`` stops it.
+    """
     bin_dir = tmp_path / "fake_bin"
     bin_dir.mkdir()
     log = tmp_path / "docker_calls.txt"
     script = bin_dir / "docker"
     script.write_text(
         f'#!/bin/sh\necho "$@" >> {log}\n'
-        f'if [ "$1" = run ]; then echo $$ > {bin_dir}/run.pid; sleep "${{FAKE_DOCKER_SLEEP:-0}}"; fi\n'
-        'if [ "$1" = run ]; then exit "${FAKE_DOCKER_STATUS:-0}"; fi\n'
+        'if [ "$1" = create ]; then for a in "$@"; do case "$a" in *:/code) '
+        f'cp -rp "${{a%:/code}}" {bin_dir}/code_seen;; esac; done; exit "${{FAKE_DOCKER_STATUS:-0}}"; fi\n'
+        f'if [ "$1" = start ]; then echo $$ > {bin_dir}/run.pid; sleep "${{FAKE_DOCKER_SLEEP:-0}}"; fi\n'
         f'if [ "$1" = kill ]; then pkill -P "$(cat {bin_dir}/run.pid)"; fi\n'
     )
     script.chmod(0o755)
@@ -282,22 +288,27 @@ def test_docker_defense_run_and_kill_past_limit(
         log_dir=tmp_path / "logs",
         runner=Runner("docker", gpu=True),
     )
-    assert result.timed_out
-    run_call, kill_call = fake_docker.read_text().splitlines()
+    assert result.timed_out and result.seconds < 10
+    create_call, start_call, kill_call, remove_call = fake_docker.read_text().splitlines()
     name = result.command[result.command.index("--name") + 1]
-    assert kill_call == f"kill {name}"
-    assert run_call.endswith(
-        f"-v {tmp_path}/out:/output_data -v {tmp_path}/sub:/code -w /code "
-        "img:gpu ./run_defense.sh /input_images /output_data/result.csv"
-    )
+    assert (start_call, kill_call, remove_call) == (f"start --attach {name}", f"kill {name}", f"rm -f {name}")
+    assert create_call.startswith("create --runtime=nvidia ") and "--network=none -m=24g --cpus=3.75" in create_call
+    assert create_call.endswith("-w /code img:gpu ./run_defense.sh /input_images /output_data/result.csv")
+    assert f"-v {tmp_path}/out:/output_data" in create_call
+    # A fresh copy of the submission is mounted, removed afterwards; the original is left as it was.
+    mounted = create_call.split(" -v ")[-1].split(":/code")[0]
+    assert mounted != str(tmp_path / "sub") and not Path(mounted).exists()
+    seen = fake_docker.parent / "fake_bin" / "code_seen"
+    assert (seen / "model" / "weights").read_text() == "w"
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777  # the image's non-root user writes here
-    assert stat.S_IMODE((tmp_path / "sub" / "model").stat().st_mode) == 0o755  # ... and reads the submission
-    assert stat.S_IMODE((tmp_path / "sub" / "model" / "weights").stat().st_mode) == 0o644
+    assert stat.S_IMODE((seen / "model").stat().st_mode) == 0o755  # ... and reads the submission copy
+    assert stat.S_IMODE((seen / "model" / "weights").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "sub" / "model" / "weights").stat().st_mode) == 0o600
 
 
 def test_docker_engine_failure_is_a_runner_error(tmp_path: Path, fake_docker: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_DOCKER_STATUS", "125")
-    with pytest.raises(RunnerError, match="status 125"):
+    with pytest.raises(RunnerError, match="could not create the container \\(status 125\\)"):
         run_attack_submission(
             tmp_path, METADATA, tmp_path, tmp_path / "out", 4, time_limit=30, log_dir=tmp_path / "logs", runner=Runner("docker")
         )

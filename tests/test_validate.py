@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 import zipfile
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+import numpy as np
 from click.testing import CliRunner
 
 from nips_adv.cli.submission import validate_command
@@ -66,6 +68,9 @@ if MODE == "missing":
 if MODE == "bad-labels":
     rows[0] = names[0] + ",0"
     rows[1] = names[1] + ",cat"
+if MODE == "lenient":
+    rows[0] = names[0][:-4] + ",5"
+    rows[1] = names[1] + ",0"
 Path(sys.argv[2]).write_text("\\n".join(rows) + "\\n")
 """
 
@@ -167,7 +172,7 @@ BROKEN = [
     Broken("writes-nothing", attack_members("nothing"), "3 of 3 output images missing"),
     Broken("wrong-size", attack_members("size"), "not 299x299 (the organisers would resize them): IMG0000.png is 300x300"),
     Broken("jpeg", attack_members("jpeg"), "3 output image(s) not PNG: IMG0000.png is JPEG"),
-    Broken("grey", attack_members("grey"), "3 output image(s) not RGB: IMG0000.png is L"),
+    Broken("grey", attack_members("grey"), "3 output image(s) not RGB (the organisers convert them with convert('RGB')): IMG0000.png is L"),
     Broken("exits-non-zero", attack_members("crash"), "entry point exited with status 3"),
     Broken("tampers-input", attack_members("tamper"), "the entry point changed its input images"),
     Broken("no-metadata", {"run_attack.sh": attack_members()["run_attack.sh"]}, "no metadata.json at the top level of the archive or in its"),
@@ -186,7 +191,7 @@ BROKEN = [
 @pytest.mark.parametrize("case", BROKEN, ids=lambda case: case.label)
 def test_broken_submission_rejected_for_its_reason(tmp_path: Path, case: Broken) -> None:
     archive = make_archive(tmp_path / "broken.tar.gz", case.members, folder="sub")
-    report = validate(archive, case.submission_type, epsilon=8)
+    report = validate(archive, case.submission_type, epsilon=8, strict=True)  # --strict: today's errors
     assert report.status == INVALID
     assert any(case.message in error for error in report.errors), report.lines()
 
@@ -283,7 +288,7 @@ def test_cli_exit_statuses_and_report(tmp_path: Path) -> None:
     assert "eps 4, seed 1" in result.output and result.output.rstrip().endswith("good.zip: VALID")
 
     bad = make_archive(tmp_path / "bad.zip", attack_members("over"))
-    result = runner.invoke(validate_command, [str(bad), "--type", "attack", "--num-images", "2", "--quiet"])
+    result = runner.invoke(validate_command, [str(bad), "--type", "attack", "--num-images", "2", "--quiet", "--strict"])
     assert result.exit_code == INVALID
     lines = result.output.rstrip().splitlines()
     assert lines[-1] == "bad.zip: INVALID (1 error)" and lines[0].startswith("  ERROR: 2 output image(s) exceed eps")
@@ -321,3 +326,37 @@ def test_docker_without_engine_could_not_run(tmp_path: Path, docker_without_engi
     assert "COULD NOT RUN" in report.lines()[-1]
     result = CliRunner().invoke(validate_command, [str(archive), "--type", "attack", "--docker"])
     assert result.exit_code == COULD_NOT_RUN, result.output
+
+
+def organisers_verify_attack_output(output_dir: Path, names: list[str]) -> bool:
+    """submission_validator_lib.py's _verify_output for attacks, restated: each image opens and converts to 299x299 RGB."""
+    from PIL import Image as PILImage
+
+    try:
+        return all(np.array(PILImage.open(output_dir / name).convert("RGB")).shape == (299, 299, 3) for name in names)
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("mode, warning", [("over", "the organisers would clip them"), ("grey", "the organisers convert them")])
+def test_outputs_the_organisers_fixed_are_warnings(tmp_path: Path, mode: str, warning: str) -> None:
+    """Their verdict (the run succeeded; outputs open as 299x299 RGB) stays ours; what they did is said in a warning."""
+    archive = make_archive(tmp_path / f"{mode}.zip", attack_members(mode))
+    report = validate(archive, epsilon=8, keep=True)
+    try:
+        names = [f"IMG{i:04d}.png" for i in range(3)]
+        assert organisers_verify_attack_output(report.work_dir / "output_images", names)
+        assert report.status == VALID, report.lines()
+        assert any(warning in line for line in report.warnings)
+    finally:
+        shutil.rmtree(report.work_dir, ignore_errors=True)
+
+
+def test_defense_rows_the_organisers_accepted_are_warnings(tmp_path: Path) -> None:
+    """load_defense_output: a name without .png gets it, any integer label (0 too) counts as a classification."""
+    archive = make_archive(tmp_path / "d.zip", defense_members("lenient"))
+    report = validate(archive, "defense")
+    assert report.status == VALID, report.lines()
+    assert any("without .png (the organisers add it)" in line for line in report.warnings)
+    assert any("outside 1..1000" in line for line in report.warnings)
+    assert validate(archive, "defense", strict=True).status == INVALID

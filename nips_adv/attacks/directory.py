@@ -14,7 +14,7 @@ from ..contract.csv_files import read_target_classes
 from ..contract.folder_job import JobReport, input_batches
 from ..contract.images import write_png
 from ..labels import class_name
-from ..models.runtime import Classifier
+from ..models.classifier import Classifier
 from .sign_gradient import SignGradientConfig, sign_gradient_attack
 from .time_budget import TimeBudget
 
@@ -96,7 +96,7 @@ def attack_directory(
         elif true_labels is not None:
             labels = _known_labels(batch.names, true_labels, model, batch.pixels, report, targeted=False)
         else:
-            labels = None  # the model's own top classes, taken with the first gradient
+            labels = None  # the model's own top classes on the clean batch
         attack_started = clock()
         adversarial = sign_gradient_attack(model, batch.pixels, eps, labels=labels, targeted=targeted, config=batch_config)
         attack_seconds = clock() - attack_started

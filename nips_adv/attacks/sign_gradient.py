@@ -1,40 +1,34 @@
 """The one sign-gradient loop: FGSM, I-FGSM, MI-FGSM, with input diversity (DI) and translation invariance (TI).
 
-Variants differ only in how each gradient is obtained (DI: random resize-and-pad inside the
-model's graph) and transformed (TI: Gaussian smoothing; momentum over L1-normalised gradients).
-The loop works in pixel units (0..255), the units of MAX_EPSILON, so epsilon needs no conversion;
-the model maps pixels to its own range inside its graph.
+Variants differ only in how each gradient is obtained (the loss, and DI: a random resize-and-pad
+transform the classifier compiles in front of its networks) and transformed (TI: Gaussian
+smoothing; momentum over L1-normalised gradients). The loop chooses the loss and the transform
+(``losses.py``, ``transforms.py``); the model only differentiates them. It works in pixel units
+(0..255), the units of MAX_EPSILON, so epsilon needs no conversion; the model maps pixels to its
+own range inside its graph.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..contract.epsilon import epsilon_box, project_to_epsilon_box
-from ..models.runtime import LOSSES
-
-DEFAULT_DIVERSITY_SCALE = 330 / 299
+from .losses import LOSSES, get_loss, own_labels
+from .transforms import DEFAULT_DIVERSITY_SCALE, InputDiversity
 
 
 class GradientModel(Protocol):
-    """What the loop needs of a model (``nips_adv.models.runtime.Classifier`` is one)."""
+    """What the loop needs of a model (``nips_adv.models.classifier.Classifier`` is one)."""
 
-    def loss_gradient(
-        self,
-        pixels: np.ndarray,
-        labels: np.ndarray | None,
-        *,
-        weights: np.ndarray | None = None,
-        own_classes: int = 1,
-        loss: str = "cross-entropy",
-        diversity_prob: float = 0.0,
-        diversity_scale: float = ...,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def logits(self, pixels: np.ndarray) -> np.ndarray: ...
 
-    def own_labels(self, pixels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def gradient_function(
+        self, loss: Callable[..., Any], transform: Any = None
+    ) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -56,7 +50,7 @@ class SignGradientConfig:
       usual loss of its prediction; on an unsure one it also pushes down the runners-up, among
       which the true class usually is, instead of pushing the image onto it. 1: the prediction alone.
     - ``loss``: ``cross-entropy`` or ``margin`` (the best rival logit minus the label's; see
-      ``nips_adv.models.runtime.LOSSES``). Non-targeted attacks ascend it, targeted ones descend it.
+      ``nips_adv.attacks.losses``). Non-targeted attacks ascend it, targeted ones descend it.
     """
 
     iterations: int = 10
@@ -89,6 +83,13 @@ class SignGradientConfig:
             raise ValueError(f"own classes must be 1..1000, got {self.own_classes}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+
+    @property
+    def transform(self) -> InputDiversity | None:
+        """The input transform each gradient sees: DI when ``diversity_prob`` > 0, else none."""
+        if self.diversity_prob <= 0:
+            return None
+        return InputDiversity(probability=self.diversity_prob, scale=self.diversity_scale)
 
 
 METHODS: dict[str, SignGradientConfig] = {
@@ -140,32 +141,25 @@ def sign_gradient_attack(
     ``clean`` is ``(batch, height, width, 3)`` uint8; ``labels`` ``(batch,)`` ints 1..1000: the
     class to move away from or toward (targeted: the loss toward it is descended, a sign flip and
     nothing else). None (non-targeted only) means the model's own top ``config.own_classes``
-    classes on ``clean``, weighted by its probabilities, which avoids label leaking; they come
-    with the first gradient, at no extra cost.
+    classes on ``clean``, weighted by its probabilities (one forward pass), which avoids label leaking.
     """
     lower, upper = epsilon_box(clean, eps)
     if labels is None and targeted:
         raise ValueError("a targeted attack needs labels: the target classes")
     if eps == 0:
         return clean.copy()
-    weights = None
-    if labels is None and config.diversity_prob > 0:
-        # Under DI the first pass sees a transformed image: take the labels on the clean one.
-        labels, weights = model.own_labels(clean, config.own_classes)
+    if labels is None:
+        labels, weights = own_labels(model.logits(clean), config.own_classes)
+    else:
+        labels = np.asarray(labels).reshape(len(clean), -1)
+        weights = np.ones(labels.shape, np.float32)
+    gradient_of = model.gradient_function(get_loss(config.loss), config.transform)
     adversarial = clean.astype(np.float32)
     step = config.step_size if config.step_size is not None else config.step_scale * eps / config.iterations
     direction_sign = -1.0 if targeted else 1.0
     momentum = np.zeros_like(adversarial)
     for _ in range(config.iterations):
-        gradient, labels, weights = model.loss_gradient(
-            adversarial,
-            labels,
-            weights=weights,
-            own_classes=config.own_classes,
-            loss=config.loss,
-            diversity_prob=config.diversity_prob,
-            diversity_scale=config.diversity_scale,
-        )
+        gradient = gradient_of(adversarial, labels, weights)
         if config.ti_kernel_size:
             gradient = gaussian_smooth(gradient, config.ti_kernel_size, config.ti_sigmas)
         # Per-image L1 normalisation keeps steps of different magnitude comparable in the momentum

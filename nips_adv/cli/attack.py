@@ -11,8 +11,8 @@ import click
 from ..attacks.sign_gradient import METHODS, SignGradientConfig, method_config
 from ..attacks.time_budget import AUTO_BUDGET_FRACTION, CONTRACT_SECONDS_PER_IMAGE
 from ..contract.constants import TARGET_CLASS_FILE
-from ..models.runtime import LOSSES
-from .common import EpsilonType, TimeBudgetType, configure_logging, fail, model_options, resolve_epsilon
+from ..attacks.losses import LOSSES
+from .common import EpsilonType, TimeBudgetType, configure_logging, fail, model_options, parse_model_option, resolve_epsilon
 
 
 def _step_text(config: SignGradientConfig) -> str:
@@ -60,7 +60,7 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
     @click.option("--ti-kernel", type=click.IntRange(min=0), default=None, help="Side of the TI Gaussian kernel (odd; 0 = off).")
     @click.option(
         "--loss",
-        type=click.Choice(LOSSES),
+        type=click.Choice(list(LOSSES)),
         default=None,
         help="What the steps climb (targeted: descend) for each image's class: cross-entropy, "
         "-log p(class); margin, the best other class's logit minus the class's (Carlini-Wagner), "
@@ -103,7 +103,7 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
         own_classes: int | None,
         time_budget: float | str | None,
         model_name: str,
-        checkpoint: Path | None,
+        checkpoint: str | None,
         batch_size: int,
         precision: str,
         seed: int,
@@ -128,14 +128,16 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
             )
         except ValueError as error:
             raise click.UsageError(str(error)) from None
+        members = parse_model_option(program, model_name, checkpoint)
         configure_logging(program, verbose=verbose)
 
         from ..attacks.directory import OutputDirError, attack_directory, check_output_dir
         from ..attacks.time_budget import TimeBudget, auto_budget_seconds
         from ..contract.csv_files import ContractFileError
         from ..contract.images import list_png_files
+        from ..models.catalogue import ModelListError
         from ..models.checkpoints import CheckpointError
-        from ..models.runtime import Classifier
+        from ..models.classifier import Classifier
 
         try:
             check_output_dir(input_dir, output_dir)
@@ -144,7 +146,7 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
             if time_budget == "auto":
                 time_budget = auto_budget_seconds(len(list_png_files(input_dir)))
             budget = TimeBudget(deadline=started + time_budget) if time_budget else None
-            with Classifier.create(model_name, checkpoint, precision=precision, seed=seed) as model:
+            with Classifier.create(members, precision=precision, seed=seed) as model:
                 report = attack_directory(
                     input_dir,
                     output_dir,
@@ -156,7 +158,7 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
                     progress=not quiet,
                     time_budget=budget,
                 )
-        except (CheckpointError, ContractFileError, OutputDirError) as error:
+        except (CheckpointError, ContractFileError, OutputDirError, ModelListError) as error:
             fail(program, str(error))
         except OSError as error:
             fail(program, f"{error.filename or ''}: {error.strerror or error}")

@@ -7,13 +7,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from ..contract.epsilon import validate_epsilon
-from ..models import list_models
+from ..models.catalogue import ModelListError
 
 DEFAULT_MODEL = "inception_v3"
 
@@ -70,18 +69,20 @@ def model_options(command: Callable) -> Callable:
         click.option(
             "--model",
             "model_name",
-            type=click.Choice(list_models()),
             default=DEFAULT_MODEL,
             show_default=True,
             envvar="NIPS_ADV_MODEL",
-            help="Model from the registry (`nips-adv models` lists them). Env: NIPS_ADV_MODEL.",
+            metavar="NAME[:WEIGHT],...",
+            help="Model, or an ensemble whose logits are averaged with the given weights (default 1), e.g. "
+            "efficientnet_lite0,efficientnet_lite1:0.5 (`nips-adv models` lists them). Env: NIPS_ADV_MODEL.",
         ),
         click.option(
             "--checkpoint",
-            type=click.Path(path_type=Path),
             default=None,
-            help="TF checkpoint prefix (e.g. ./inception_v3.ckpt) or a folder holding one. "
-            "Default: the model's file in $NIPS_ADV_CHECKPOINTS, else ~/.cache/nips_adv/checkpoints.",
+            metavar="PREFIX,...",
+            help="TF checkpoint prefix (e.g. ./inception_v3.ckpt) or a folder holding one, one per model in "
+            "--model's order (an empty entry: that model's default). Default: the model's file in "
+            "$NIPS_ADV_CHECKPOINTS, else ~/.cache/nips_adv/checkpoints.",
         ),
         click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per batch."),
         click.option(
@@ -92,10 +93,36 @@ def model_options(command: Callable) -> Callable:
             help="bfloat16 lets oneDNN run convolutions in bfloat16 on CPUs that support it (~1.7x).",
         ),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random transforms (DI)."),
+        click.option(
+            "--max-pixels",
+            type=click.IntRange(min=1),
+            default=None,
+            expose_value=False,
+            callback=_set_max_pixels,
+            help="Largest input image (width x height) decoded; larger ones are named and skipped, exit 1 "
+            "[default: 4096x4096 = 16777216; env NIPS_ADV_MAX_PIXELS].",
+        ),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar (errors and warnings still print)."),
         click.option("--verbose", "-v", is_flag=True, help="Per-image details and TensorFlow's own log."),
     ]
     return functools.reduce(lambda wrapped, decorator: decorator(wrapped), reversed(decorators), command)
+
+
+def _set_max_pixels(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    from ..contract.images import set_max_pixels
+
+    set_max_pixels(value)
+
+
+def parse_model_option(program: str, model_name: str, checkpoint: str | None) -> list:
+    """The members of ``--model`` / ``--checkpoint`` (``nips_adv.models.classifier.Member``); a bad list
+    ends the run with one line and exit status 2, before anything is written."""
+    from ..models.classifier import parse_members
+
+    try:
+        return parse_members(model_name, checkpoint)
+    except ModelListError as error:
+        fail(program, str(error))
 
 
 def configure_logging(program: str, *, verbose: bool) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import configure_logging, fail, model_options
+from .common import configure_logging, fail, model_options, parse_model_option
 
 
 @click.command(name="nips-defense", context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,7 +18,7 @@ def defense_command(
     input_dir: Path,
     output_file: Path,
     model_name: str,
-    checkpoint: Path | None,
+    checkpoint: str | None,
     batch_size: int,
     precision: str,
     seed: int,
@@ -30,16 +30,19 @@ def defense_command(
     Labels are TF-slim ImageNet labels 1..1000. Exit status: 0 done, 1 some images could not be
     read (the others are classified), 2 usage or set-up error.
     """
+    members = parse_model_option("nips-defense", model_name, checkpoint)
     configure_logging("nips-defense", verbose=verbose)
 
-    from ..defense import classify_directory
+    from ..defense import check_output_file, classify_directory
+    from ..models.catalogue import ModelListError
     from ..models.checkpoints import CheckpointError
-    from ..models.runtime import Classifier
+    from ..models.classifier import Classifier
 
     try:
-        with Classifier.create(model_name, checkpoint, precision=precision, seed=seed) as model:
+        check_output_file(input_dir, output_file)  # before the model loads: a refusal is instant
+        with Classifier.create(members, precision=precision, seed=seed) as model:
             report = classify_directory(input_dir, output_file, model=model, batch_size=batch_size, progress=not quiet)
-    except CheckpointError as error:
+    except (CheckpointError, ModelListError) as error:
         fail("nips-defense", str(error))
     except OSError as error:
         fail("nips-defense", f"{error.filename or output_file}: {error.strerror or error}")

@@ -25,6 +25,10 @@ def _retry_options(function):
         help="Seconds a request may wait for the connection or for more data.",
     )(function)
     function = click.option(
+        "--deadline", type=click.FloatRange(min=0, min_open=True), default=None,
+        help="Seconds one file may take in all, retries included [default: 180 per image, 1800 per checkpoint].",
+    )(function)
+    function = click.option(
         "--retries", type=click.IntRange(min=0), default=3, show_default=True,
         help="Further attempts after a failed request (404 and other permanent errors are not retried).",
     )(function)
@@ -57,7 +61,7 @@ def download_group() -> None:
               help="Images fetched in parallel.")
 @_retry_options
 def dataset_command(source: str, output_dir: Path, csv_url: str | None, base_url: str | None,
-                    image_mirror: str | None, jobs: int, retries: int, timeout: float, backoff: float, quiet: bool) -> None:
+                    image_mirror: str | None, jobs: int, retries: int, timeout: float, deadline: float | None, backoff: float, quiet: bool) -> None:
     """Download a dataset: its CSV, then every image cropped to its box and resized to 299x299 PNG.
 
     SOURCE is dev, final, a local dataset CSV or its URL. Images already in --out are skipped,
@@ -66,7 +70,7 @@ def dataset_command(source: str, output_dir: Path, csv_url: str | None, base_url
     """
     from ..download.dataset import DatasetError, download_dataset
 
-    policy = RetryPolicy(attempts=retries + 1, backoff_s=backoff, timeout_s=timeout)
+    policy = RetryPolicy(attempts=retries + 1, backoff_s=backoff, timeout_s=timeout, deadline_s=deadline)
     try:
         summary = download_dataset(
             source, output_dir, csv_url=csv_url, base_url=base_url, image_mirror=image_mirror,
@@ -97,13 +101,11 @@ def dataset_command(source: str, output_dir: Path, csv_url: str | None, base_url
 @click.option("--archive", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Install from this already downloaded tarball instead of fetching it.")
 @click.option("--sha256", help="Expected SHA-256 of the tarball (overrides the catalogue's); a mismatch refuses it.")
-@click.option("--scope", help="Also write a copy with the variables moved to this scope "
-              "(e.g. AdvInceptionV3), so two checkpoints of one architecture fit in one graph.")
 @click.option("--force", is_flag=True, help="Fetch and install again even if already installed.")
 @_retry_options
 def checkpoint_command(name: str | None, list_only: bool, directory: Path | None, base_url: str | None,
-                       archive: Path | None, sha256: str | None, scope: str | None, force: bool,
-                       retries: int, timeout: float, backoff: float, quiet: bool) -> None:
+                       archive: Path | None, sha256: str | None, force: bool,
+                       retries: int, timeout: float, deadline: float | None, backoff: float, quiet: bool) -> None:
     """Download, verify and install the reference TF-slim checkpoint NAME (see --list)."""
     from ..download.checkpoints import format_size, get_checkpoint_entry, list_checkpoints
 
@@ -124,16 +126,16 @@ def checkpoint_command(name: str | None, list_only: bool, directory: Path | None
     from ..download.http import FetchError
     from ..models.checkpoints import CheckpointError, checkpoint_dir
 
-    policy = RetryPolicy(attempts=retries + 1, backoff_s=backoff, timeout_s=timeout)
+    policy = RetryPolicy(attempts=retries + 1, backoff_s=backoff, timeout_s=timeout, deadline_s=deadline)
     try:
         entry = get_checkpoint_entry(name)
         result = install_checkpoint(
             entry, directory=directory if directory is not None else checkpoint_dir(),
-            base_url=base_url, archive=archive, expected_sha256=sha256, scope=scope, force=force,
+            base_url=base_url, archive=archive, expected_sha256=sha256, force=force,
             policy=policy, progress=not quiet, report=lambda line: click.echo(line, err=True),
         )
     except (CheckpointDownloadError, CheckpointError, FetchError, ArchiveError) as error:
         _fail(str(error))
     except OSError as error:
         _fail(f"{error.filename or directory}: {error.strerror or error}")
-    click.echo(str(result.renamed or result.prefix))
+    click.echo(str(result.prefix))

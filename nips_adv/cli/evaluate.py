@@ -61,6 +61,14 @@ _FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--output-dir", "--output_dir", "output_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Where the score files, results.json and report.html go.")
 @click.option("--epsilon", type=EvaluationEpsilonType(), default=16, show_default=True, help="MAX_EPSILON, or 'cycle' for 4/8/12/16 per batch of 100.")
 @click.option("--save-all-classification/--nosave-all-classification", "--save_all_classification/--nosave_all_classification", default=False, help="Also write all_classification.csv.")
+@click.option(
+    "--rules",
+    type=click.Choice(["final", "dev"]),
+    default="final",
+    show_default=True,
+    help="final: the final round's scoring (only complete attacks score defenses and vice versa, only IMAGEID.png "
+    "counts) and its result files as well; dev: the development tool's.",
+)
 @click.option("--runner", type=click.Choice(["local", "docker"]), default="local", show_default=True, help="local: run entry points directly; docker: the organisers' docker run.")
 @click.option("--gpu/--nogpu", default=False, help="docker: use container_gpu with the NVIDIA runtime.")
 @click.option("--offline", is_flag=True, help="local: cut the network of each run (unshare), as --network=none does.")
@@ -79,6 +87,7 @@ def evaluate_command(
     output_dir: Path,
     epsilon: int | str,
     save_all_classification: bool,
+    rules: str,
     runner: str,
     gpu: bool,
     offline: bool,
@@ -90,13 +99,16 @@ def evaluate_command(
 ) -> None:
     """Run every attack on the dataset and every defense on all adversarial images; score and report.
 
-    Writes the organisers' accuracy_on_attacks.csv, accuracy_on_targeted_attacks.csv,
+    Writes the development tool's accuracy_on_attacks.csv, accuracy_on_targeted_attacks.csv,
     hit_target_class.csv, defense_ranking.csv, attack_ranking.csv,
     targeted_attack_ranking.csv (and all_classification.csv), plus normalized_scores.csv,
-    clean_accuracy.csv, results.json and report.html into OUTPUT_DIR.
+    clean_accuracy.csv, results.json and report.html into OUTPUT_DIR; with --rules final (the
+    default) also the final round's accuracy_matrix.csv, error_matrix.csv,
+    hit_target_class_matrix.csv, *_results.csv and sorted_*_results.csv.
 
-    Exit status: 0 done, 1 done but some submissions or pieces had problems (listed in the
-    log and the report), 2 could not run.
+    Exit status: 0 done (warnings, such as a dataset CSV covering more images than the folder,
+    are printed), 1 done but some submissions or pieces had problems (listed in the log and the
+    report), 2 could not run.
     """
     if attacks_dir is None and targeted_attacks_dir is None:
         raise click.UsageError("give --attacks-dir, --targeted-attacks-dir or both")
@@ -122,6 +134,7 @@ def evaluate_command(
             output_dir=output_dir,
             epsilon=epsilon,
             save_all_classification=save_all_classification,
+            rules=rules,
             settings=settings,
             executor=executor,
             jobs=jobs or os.cpu_count() or 1,
@@ -131,6 +144,8 @@ def evaluate_command(
     except (EvaluationError, ExecutorError) as error:
         fail("nips-adv evaluate", str(error))
     _print_summary(result, output_dir)
+    for line in result.warnings:
+        click.echo(f"nips-adv evaluate: warning: {line}", err=True)
     if not result.ok:
         click.echo(
             f"nips-adv evaluate: {len(result.problems)} problem(s); see {Path(intermediate_dir) / LOG_FILE} and {Path(output_dir) / 'report.html'}",
@@ -153,12 +168,13 @@ def _print_summary(result, output_dir: Path) -> None:
 @click.command(name="report", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("intermediate_dir", type=_FOLDER)
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Default: the evaluation's output folder.")
-def report_command(intermediate_dir: Path, output_dir: Path | None) -> None:
+@click.option("--rules", type=click.Choice(["final", "dev"]), default=None, help="Score by these rules  [default: the evaluation's].")
+def report_command(intermediate_dir: Path, output_dir: Path | None, rules: str | None) -> None:
     """Rebuild report.html and results.json from an evaluation's INTERMEDIATE_DIR."""
     from ..evaluation.run import EvaluationError, finish
 
     try:
-        result = finish(intermediate_dir, output_dir=output_dir, score_files=False)
+        result = finish(intermediate_dir, output_dir=output_dir, score_files=False, rules=rules)
     except EvaluationError as error:
         fail("nips-adv report", str(error))
     report = next(path for path in result.output_files if path.name == "report.html")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import configure_logging, fail, model_options
+from .common import configure_logging, fail, model_options, parse_model_option
 
 MAX_NAMES_LISTED = 10
 
@@ -45,7 +45,7 @@ def score_command(
     predictions_out: Path | None,
     as_json: bool,
     model_name: str,
-    checkpoint: Path | None,
+    checkpoint: str | None,
     batch_size: int,
     precision: str,
     seed: int,
@@ -66,9 +66,11 @@ def score_command(
         raise click.UsageError("give either IMAGES_DIR (classified with --model) or --from-predictions FILE")
     if predictions_in is not None and predictions_out is not None:
         raise click.UsageError("--predictions writes a model's predictions; with --from-predictions there are none")
+    members = parse_model_option("nips-adv score", model_name, checkpoint) if images_dir is not None else []
     configure_logging("nips-adv score", verbose=verbose)
 
     from ..contract.csv_files import ContractFileError, write_label_file
+    from ..models.catalogue import ModelListError
     from ..models.checkpoints import CheckpointError
     from ..scoring import score_directory, score_prediction_file
 
@@ -77,14 +79,14 @@ def score_command(
             report = score_prediction_file(predictions_in, dataset_csv)
             source = {"predictions_file": str(predictions_in)}
         else:
-            from ..models.runtime import Classifier
+            from ..models.classifier import Classifier
 
-            with Classifier.create(model_name, checkpoint, precision=precision, seed=seed) as model:
+            with Classifier.create(members, precision=precision, seed=seed) as model:
                 report = score_directory(images_dir, dataset_csv, model=model, batch_size=batch_size, progress=not quiet)
             source = {"images_dir": str(images_dir), "model": model_name}
             if predictions_out is not None:
                 write_label_file(predictions_out, report.predictions())
-    except (CheckpointError, ContractFileError) as error:
+    except (CheckpointError, ContractFileError, ModelListError) as error:
         fail("nips-adv score", str(error))
     except OSError as error:
         fail("nips-adv score", f"{error.filename or ''}: {error.strerror or error}")

@@ -24,7 +24,12 @@ from .common import fail
     "Default: the model's own checkpoint, as the tools find it.",
 )
 @click.option("--model", "model_name", type=click.Choice(list_models()), default="inception_v3", show_default=True)
-@click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="Docker image for metadata.json 'container'.")
+@click.option(
+    "--image",
+    default=None,
+    help=f"Docker image for metadata.json 'container', pushed to a registry the organisers can pull from "
+    f"(e.g. USER/nips-adv:0.1.0)  [default: the local tag {DEFAULT_IMAGE}, with a warning].",
+)
 @click.option("--gpu-image", default=None, help="Docker image for 'container_gpu'  [default: --image's tag + '-gpu'].")
 @click.option(
     "--tool-options",
@@ -36,14 +41,14 @@ from .common import fail
     "--template",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
-    help="Template folder  [default: submissions/TYPE of this checkout].",
+    help="Template folder  [default: nips_adv's own template for TYPE].",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="OUT.zip, .tar or .tar.gz.")
 def package_command(
     submission_type: str,
     checkpoint: Path | None,
     model_name: str,
-    image: str,
+    image: str | None,
     gpu_image: str | None,
     tool_options: str,
     template: Path | None,
@@ -57,7 +62,7 @@ def package_command(
     from ..archives import ArchiveError
     from ..models import CheckpointError, UnknownModelError
     from ..submission.metadata import SubmissionError
-    from ..submission.package import package_submission
+    from ..submission.package import package_submission, unpullable_image_warning
 
     try:
         options = shlex.split(tool_options)
@@ -69,7 +74,7 @@ def package_command(
             output,
             checkpoint=checkpoint,
             model=model_name,
-            image=image,
+            image=image or DEFAULT_IMAGE,
             gpu_image=gpu_image,
             tool_options=options,
             template=template,
@@ -85,6 +90,8 @@ def package_command(
         f"checkpoint {packaged.checkpoint.name}, images {metadata.container} / {metadata.container_gpu}"
     )
     click.echo(f"files: {', '.join(packaged.members)}")
+    if image is None:
+        click.echo(unpullable_image_warning(metadata.container, metadata.container_gpu), err=True)
 
 
 @click.command(name="validate", context_settings={"help_option_names": ["-h", "--help"]})
@@ -115,6 +122,12 @@ def package_command(
     help="Local run: keep the network. By default it is cut (unshare) where the system allows, "
     "so run-time downloads fail as they would in the competition.",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Errors, not warnings, for what the organisers' validator accepted and their evaluation fixed "
+    "(RGBA/grey/palette PNGs, pixels beyond eps, result rows without .png, labels outside 1..1000).",
+)
 @click.option("--keep", is_flag=True, help="Keep the temporary folder (inputs, outputs, logs) and print where it is.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors and the verdict.")
 def validate_command(
@@ -127,6 +140,7 @@ def validate_command(
     docker: bool,
     gpu: bool,
     network: bool,
+    strict: bool,
     keep: bool,
     quiet: bool,
 ) -> None:
@@ -163,6 +177,7 @@ def validate_command(
         time_limit=time_limit,
         runner=runner,
         keep=keep,
+        strict=strict,
         progress=None if quiet else lambda line: click.echo(f"nips-adv validate: {line}...", err=True),
     )
     report.findings[:0] = notes

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -30,6 +32,30 @@ class LabelFile:
     problems: list[str] = field(default_factory=list)
 
 
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def decode_text(data: bytes) -> str:
+    """Text of a CSV as editors save it: UTF-8 with or without a byte-order mark, UTF-16/32 with one
+    (Windows "Unicode"), UTF-16 without one (every other byte NUL), else UTF-8 with bad bytes replaced.
+    """
+    for bom, encoding in _BOMS:  # UTF-32 LE first: its mark starts like UTF-16 LE's.
+        if data.startswith(bom):
+            return data.decode(encoding, errors="replace")
+    sample = data[:200]
+    if len(sample) >= 4 and sample[1::2].count(0) > len(sample) // 4 and sample[0::2].count(0) == 0:
+        return data.decode("utf-16-le", errors="replace")
+    if len(sample) >= 4 and sample[0::2].count(0) > len(sample) // 4 and sample[1::2].count(0) == 0:
+        return data.decode("utf-16-be", errors="replace")
+    return data.decode("utf-8", errors="replace")
+
+
 def parse_label(text: str) -> int | None:
     """The integer label 1..1000 in ``text``, or None when it is not one."""
     try:
@@ -48,7 +74,7 @@ def read_label_file(path: Path) -> LabelFile:
     path = Path(path)
     result = LabelFile()
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = decode_text(path.read_bytes())
     except OSError as error:
         raise ContractFileError(f"{path}: cannot read ({error.strerror or error})") from None
     for line_number, row in enumerate(csv.reader(text.splitlines()), start=1):
@@ -94,7 +120,7 @@ def read_dataset_csv(path: Path, required_columns: tuple[str, ...] = DATASET_COL
     """
     path = Path(path)
     try:
-        frame = pd.read_csv(path, dtype={"ImageId": str})
+        frame = pd.read_csv(io.StringIO(decode_text(path.read_bytes())), dtype={"ImageId": str})
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise ContractFileError(f"{path}: cannot read dataset CSV ({error})") from None
     missing = [column for column in required_columns if column not in frame.columns]

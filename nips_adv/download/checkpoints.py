@@ -1,14 +1,14 @@
-"""The reference TF-slim checkpoints: catalogue, download, verification, installation, renaming.
+"""The reference TF-slim checkpoints: download, verification, installation (the table is ``models/catalogue.py``).
 
 Installed checkpoints are V2 (``PREFIX.index`` + ``PREFIX.data-*``) under ``checkpoint_dir()``,
-named by the prefix they have in their tarball, which is where the model registry looks.
+named as the catalogue says, which is where the tools look. Each keeps its original variable names:
+the classifier restores several files of one architecture into one graph through name maps.
 The 2016 tarballs hold V1 checkpoints (one file, no ``.index``); they are rewritten as V2.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -17,17 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..archives import extract_archive
+from ..models.catalogue import CATALOGUE as MODEL_CATALOGUE
+from ..models.catalogue import TF_MODELS_URL, CatalogueEntry
 from ..models.checkpoints import CheckpointError, checkpoint_exists, checkpoint_files
 from .http import RetryPolicy, fetch_to_file, join_url, sha256_of_file
 
-DEFAULT_CHECKPOINT_BASE_URL = "http://download.tensorflow.org/models/"
+DEFAULT_CHECKPOINT_BASE_URL = TF_MODELS_URL
 CHECKPOINT_BASE_URL_VARIABLE = "NIPS_ADV_CHECKPOINT_BASE_URL"
 """Folder URL holding the ``*.tar.gz`` files under their original names (a mirror of download.tensorflow.org/models/)."""
 
 MAX_UNPACKED_BYTES = 4 * 1024**3
 """The largest reference tarball unpacks to about 0.3 GB; anything far beyond is not a checkpoint."""
-
-_SCOPE = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\-]*(/[A-Za-z0-9_.\-]+)*")
 
 
 class CheckpointDownloadError(Exception):
@@ -38,87 +38,20 @@ class ChecksumMismatchError(CheckpointDownloadError):
     """The downloaded file's SHA-256 differs from the pinned one; the file is refused."""
 
 
-@dataclass(frozen=True)
-class CheckpointEntry:
-    """One reference checkpoint.
-
-    - ``file_name``: the tarball's name on download.tensorflow.org/models/ (or a mirror);
-    - ``sha256``: its known digest, None where not pinned yet (the digest is then printed);
-    - ``prefix``: the checkpoint prefix inside the tarball, and the installed name;
-    - ``scope``: the variable scope all its model variables live under;
-    - ``model``: the model of that name in nips_adv's registry, None where none is registered.
-    """
-
-    name: str
-    file_name: str
-    approx_bytes: int
-    description: str
-    sha256: str | None
-    prefix: str
-    scope: str
-    model: str | None
-
+CheckpointEntry = CatalogueEntry
+"""A downloadable entry of the catalogue (``url`` set)."""
 
 _MB = 1000**2
 
-# Sizes are approximate (packed); no digest is pinned: none could be checked against the originals here.
-CATALOGUE: dict[str, CheckpointEntry] = {
-    entry.name: entry
-    for entry in (
-        CheckpointEntry(
-            "inception_v3", "inception_v3_2016_08_28.tar.gz", 100 * _MB,
-            "Inception V3, ImageNet (V1 checkpoint, rewritten as V2 on install)",
-            None, "inception_v3.ckpt", "InceptionV3", "inception_v3",
-        ),
-        CheckpointEntry(
-            "adv_inception_v3", "adv_inception_v3_2017_08_18.tar.gz", 95 * _MB,
-            "Inception V3, adversarially trained (Kurakin et al. 2016)",
-            None, "adv_inception_v3.ckpt", "InceptionV3", "adv_inception_v3",
-        ),
-        CheckpointEntry(
-            "ens3_adv_inception_v3", "ens3_adv_inception_v3_2017_08_18.tar.gz", 95 * _MB,
-            "Inception V3, ensemble adversarial training with 3 models (Tramer et al. 2017)",
-            None, "ens3_adv_inception_v3.ckpt", "InceptionV3", "ens3_adv_inception_v3",
-        ),
-        CheckpointEntry(
-            "ens4_adv_inception_v3", "ens4_adv_inception_v3_2017_08_18.tar.gz", 95 * _MB,
-            "Inception V3, ensemble adversarial training with 4 models (Tramer et al. 2017)",
-            None, "ens4_adv_inception_v3.ckpt", "InceptionV3", "ens4_adv_inception_v3",
-        ),
-        CheckpointEntry(
-            "ens_adv_inception_resnet_v2", "ens_adv_inception_resnet_v2_2017_08_18.tar.gz", 220 * _MB,
-            "Inception-ResNet V2, ensemble adversarial training (Tramer et al. 2017)",
-            None, "ens_adv_inception_resnet_v2.ckpt", "InceptionResnetV2", None,
-        ),
-        CheckpointEntry(
-            "inception_resnet_v2", "inception_resnet_v2_2016_08_30.tar.gz", 220 * _MB,
-            "Inception-ResNet V2, ImageNet",
-            None, "inception_resnet_v2_2016_08_30.ckpt", "InceptionResnetV2", None,
-        ),
-        CheckpointEntry(
-            "inception_v4", "inception_v4_2016_09_09.tar.gz", 170 * _MB,
-            "Inception V4, ImageNet",
-            None, "inception_v4.ckpt", "InceptionV4", None,
-        ),
-        CheckpointEntry(
-            "resnet_v2_101", "resnet_v2_101_2017_04_14.tar.gz", 170 * _MB,
-            "ResNet V2 101, ImageNet (1001 classes, inputs in [-1, 1])",
-            None, "resnet_v2_101.ckpt", "resnet_v2_101", None,
-        ),
-        CheckpointEntry(
-            "resnet_v2_152", "resnet_v2_152_2017_04_14.tar.gz", 230 * _MB,
-            "ResNet V2 152, ImageNet (1001 classes, inputs in [-1, 1])",
-            None, "resnet_v2_152.ckpt", "resnet_v2_152", None,
-        ),
-    )
-}
+CATALOGUE: dict[str, CatalogueEntry] = {name: entry for name, entry in MODEL_CATALOGUE.items() if entry.downloadable}
+"""The catalogue's entries that ``nips-adv download checkpoint`` fetches."""
 
 
-def list_checkpoints() -> list[CheckpointEntry]:
+def list_checkpoints() -> list[CatalogueEntry]:
     return list(CATALOGUE.values())
 
 
-def get_checkpoint_entry(name: str) -> CheckpointEntry:
+def get_checkpoint_entry(name: str) -> CatalogueEntry:
     try:
         return CATALOGUE[name]
     except KeyError:
@@ -129,43 +62,14 @@ def format_size(count: int) -> str:
     return f"~{count / _MB:.0f} MB"
 
 
-def check_scope(scope: str) -> str:
-    """``scope`` if it is a valid TF variable scope (letters, digits, ``_.-``, ``/`` between parts)."""
-    if not _SCOPE.fullmatch(scope):
-        raise CheckpointDownloadError(f"{scope!r} is not a valid variable scope (letters, digits, _ . - and / between parts)")
-    return scope
-
-
-def renamed_prefix(entry: CheckpointEntry, scope: str) -> str:
-    """Installed name of ``entry`` with its variables moved to ``scope``: ``adv_inception_v3_SCOPE.ckpt``."""
-    stem = entry.prefix[: -len(".ckpt")] if entry.prefix.endswith(".ckpt") else entry.prefix
-    return f"{stem}_{scope.replace('/', '_')}.ckpt"
-
-
-def rename_variable(name: str, rename_scope: tuple[str, str] | None) -> str:
-    """``name`` with its leading scope ``old`` replaced by ``new``; names outside ``old`` (global_step) unchanged."""
-    if rename_scope is None:
-        return name
-    old, new = rename_scope
-    if name == old:
-        return new
-    if name.startswith(old + "/"):
-        return new + name[len(old) :]
-    return name
-
-
-def rewrite_checkpoint(src_prefix: Path, dst_prefix: Path, rename_scope: tuple[str, str] | None = None) -> int:
-    """Copy the checkpoint ``src_prefix`` (V1 or V2) to a V2 checkpoint at ``dst_prefix``; return the variable count.
-
-    ``rename_scope = (old, new)`` moves every variable under scope ``old`` to ``new``, so two
-    checkpoints of one architecture can be restored into one graph. The new files appear only
-    when complete (``.index`` last). Raises CheckpointError when the source cannot be read.
+def rewrite_checkpoint(src_prefix: Path, dst_prefix: Path) -> int:
+    """Copy the checkpoint ``src_prefix`` (V1 or V2) to a V2 checkpoint at ``dst_prefix``, names unchanged;
+    return the variable count. The new files appear only when complete (``.index`` last).
+    Raises CheckpointError when the source cannot be read.
     """
     from ..models.tf_compat import tf, tf1
 
     src_prefix, dst_prefix = Path(src_prefix), Path(dst_prefix)
-    if rename_scope is not None:
-        check_scope(rename_scope[1])
     try:
         reader = tf1.train.NewCheckpointReader(str(src_prefix))
     except (tf.errors.OpError, ValueError) as error:
@@ -173,9 +77,6 @@ def rewrite_checkpoint(src_prefix: Path, dst_prefix: Path, rename_scope: tuple[s
         raise CheckpointError(f"cannot read checkpoint {src_prefix}: {message}") from None
     dtypes = reader.get_variable_to_dtype_map()
     names = sorted(dtypes)
-    new_names = [rename_variable(name, rename_scope) for name in names]
-    if len(set(new_names)) != len(new_names):
-        raise CheckpointError(f"renaming {rename_scope} in {src_prefix} would give two variables the same name")
 
     dst_prefix.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst_prefix.name}.", dir=dst_prefix.parent))
@@ -187,7 +88,7 @@ def rewrite_checkpoint(src_prefix: Path, dst_prefix: Path, rename_scope: tuple[s
             placeholders = [tf1.placeholder(dtypes[name], shape=None) for name in names]
             save = tf.raw_ops.SaveV2(
                 prefix=str(staged_prefix),
-                tensor_names=new_names,
+                tensor_names=names,
                 shape_and_slices=[""] * len(names),
                 tensors=placeholders,
             )
@@ -241,13 +142,12 @@ def find_checkpoint_in_tree(root: Path, prefix_name: str) -> tuple[Path, bool]:
 
 @dataclass
 class InstallResult:
-    """``prefix``: the installed checkpoint; ``renamed``: the renamed copy, if asked for;
-    ``sha256``: digest of the tarball when one was fetched or given (None when already installed)."""
+    """``prefix``: the installed checkpoint; ``sha256``: digest of the tarball when one was fetched
+    or given (None when already installed)."""
 
     prefix: Path
     sha256: str | None = None
     downloaded: bool = False
-    renamed: Path | None = None
 
 
 def install_checkpoint(
@@ -257,7 +157,6 @@ def install_checkpoint(
     base_url: str | None = None,
     archive: Path | None = None,
     expected_sha256: str | None = None,
-    scope: str | None = None,
     force: bool = False,
     policy: RetryPolicy = RetryPolicy(),
     progress: bool = True,
@@ -268,14 +167,11 @@ def install_checkpoint(
     The tarball comes from ``base_url`` (else ``$NIPS_ADV_CHECKPOINT_BASE_URL``, else
     download.tensorflow.org/models/). Its SHA-256 is checked against ``expected_sha256`` or the
     catalogue's; where neither is known it is passed to ``report`` for the user to pin.
-    ``scope`` also writes a copy with the variables moved from ``entry.scope`` to ``scope``.
     An installed checkpoint is kept unless ``force``. Raises CheckpointDownloadError
     (ChecksumMismatchError), FetchError or ArchiveError; nothing partial stays in ``directory``.
     """
-    if scope is not None:
-        check_scope(scope)
     directory = Path(directory)
-    target = directory / entry.prefix
+    target = directory / entry.checkpoint_file
     result = InstallResult(prefix=target)
     if force or not checkpoint_exists(target):
         directory.mkdir(parents=True, exist_ok=True)
@@ -292,14 +188,6 @@ def install_checkpoint(
         report(f"{entry.name}: installed {target}")
     else:
         report(f"{entry.name}: already installed at {target} (--force to fetch it again)")
-    if scope is not None:
-        renamed = directory / renamed_prefix(entry, scope)
-        if force or not checkpoint_exists(renamed):
-            count = rewrite_checkpoint(target, renamed, rename_scope=(entry.scope, scope))
-            report(f"{entry.name}: wrote {renamed} ({count} variables, scope {entry.scope} -> {scope})")
-        else:
-            report(f"{entry.name}: renamed copy already at {renamed}")
-        result.renamed = renamed
     return result
 
 
@@ -322,8 +210,8 @@ def _fetch_and_install(
         source = str(archive)
         digest = sha256_of_file(archive)
     else:
-        base = base_url or os.environ.get(CHECKPOINT_BASE_URL_VARIABLE) or DEFAULT_CHECKPOINT_BASE_URL
-        source = join_url(base, entry.file_name)
+        base = base_url or os.environ.get(CHECKPOINT_BASE_URL_VARIABLE)
+        source = join_url(base, entry.file_name) if base else entry.url
         archive = staging / entry.file_name
         digest = _download(source, archive, entry, policy=policy, progress=progress)
 

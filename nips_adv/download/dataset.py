@@ -25,7 +25,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ..contract.constants import IMAGE_SIZE
 from ..contract.csv_files import DOWNLOAD_COLUMNS, ContractFileError, read_dataset_csv
-from ..contract.images import to_rgb_array, write_png
+from ..atomic import write_bytes_atomically
+from ..contract.images import ImageReadError, open_image_guarded, to_rgb_array, write_png
 from .http import FetchError, RetryPolicy, check_url, fetch_bytes, join_url
 
 OFFICIAL_DATASETS = {"dev": "dev_dataset.csv", "final": "final_dataset.csv"}
@@ -43,6 +44,8 @@ FAILED_COLUMNS = ("ImageId", "URL", "Reason")
 MAX_IMAGE_BYTES = 64 * 1024**2
 MAX_CSV_BYTES = 64 * 1024**2
 DEFAULT_JOBS = 8
+IMAGE_DEADLINE_S = 180.0
+"""Total seconds for one image (every attempt included) unless ``--deadline`` says otherwise."""
 
 # An ImageId becomes a file name: no separators, no leading dot, nothing that climbs out of the folder.
 _IMAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -192,18 +195,22 @@ def crop_and_resize(image: Image.Image, box: tuple[float, float, float, float], 
 
 
 def decode_image(data: bytes, *, content_type: str = "") -> Image.Image:
-    """Decode a downloaded image fully; ValueError with a one-line reason when it is not one."""
+    """Decode a downloaded image fully; ValueError with a one-line reason when it is not one.
+
+    The size its header declares is checked first, by the image reader's guard (``max_pixels``),
+    so eight workers fed bombs hold at most eight images of the limit's size.
+    """
     if content_type.lower().startswith("text/"):
         raise ValueError(f"server sent {content_type.split(';')[0]}, not an image")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = open_image_guarded(io.BytesIO(data), "image")
         image.load()
+    except ImageReadError as error:
+        raise ValueError(str(error).removeprefix("image: ")) from None
     except UnidentifiedImageError:
         kind = f" ({content_type.split(';')[0]})" if content_type else ""
         raise ValueError(f"not a readable image{kind}: unknown format") from None
-    except Image.DecompressionBombError as error:
-        raise ValueError(f"image too large: {error}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
         raise ValueError(f"corrupt image: {error or type(error).__name__}") from None
     return image
 
@@ -213,7 +220,9 @@ def fetch_image(request: ImageRequest, *, policy: RetryPolicy, image_mirror: str
 
     Raises FetchError (network) or ValueError (content) with a one-line reason.
     """
-    response = fetch_bytes(mirrored_url(request.url, image_mirror), policy=policy, max_bytes=MAX_IMAGE_BYTES)
+    response = fetch_bytes(
+        mirrored_url(request.url, image_mirror), policy=policy, max_bytes=MAX_IMAGE_BYTES, deadline_s=IMAGE_DEADLINE_S
+    )
     if "photo_unavailable" in response.final_url:
         # Flickr answers a deleted photo with a redirect to a placeholder image, status 200.
         raise ValueError(f"photo no longer available (redirected to {response.final_url})")
@@ -239,24 +248,13 @@ def _load_csv(source: CsvSource, *, policy: RetryPolicy) -> tuple[bytes, pd.Data
     return data, frame
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_failures(path: Path, failures: list[ImageFailure]) -> None:
     """``failed.csv``: ``ImageId,URL,Reason`` with a header, one row per image not downloaded."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(FAILED_COLUMNS)
     writer.writerows((failure.image_id, failure.url, failure.reason) for failure in failures)
-    _write_atomically(path, buffer.getvalue().encode("utf-8"))
+    write_bytes_atomically(path, buffer.getvalue().encode("utf-8"))
 
 
 def _remove_stale_temporaries(output_dir: Path, image_ids: set[str]) -> None:
@@ -295,7 +293,7 @@ def download_dataset(
     output_dir.mkdir(parents=True, exist_ok=True)
     csv_path = output_dir / csv_source.file_name
     if csv_source.is_url or not (csv_path.exists() and csv_path.samefile(csv_source.location)):
-        _write_atomically(csv_path, data)
+        write_bytes_atomically(csv_path, data)
     _remove_stale_temporaries(output_dir, {request.image_id for request in requests})
 
     summary = DatasetSummary(output_dir=output_dir, csv_path=csv_path, total=len(requests) + len(failures))
@@ -304,7 +302,7 @@ def download_dataset(
 
     def work(request: ImageRequest) -> ImageFailure | None:
         try:
-            write_png(fetch_image(request, policy=policy, image_mirror=image_mirror), output_dir / request.file_name)
+            write_png(fetch_image(request, policy=policy, image_mirror=image_mirror), output_dir / request.file_name, durable=True)
         except (FetchError, ValueError) as error:
             # The URL has its own column in failed.csv.
             reason = str(error).removeprefix(f"{request.url}: ")

@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text_atomically
 from ..contract.constants import TARGET_CLASS_FILE
 from ..contract.csv_files import ContractFileError, read_label_file, write_label_file
 from ..contract.epsilon import project_to_epsilon_box
@@ -35,7 +35,9 @@ DONE_FILE = "done.json"
 ERROR_FILE = "error.json"
 RESULT_FILE = "result.csv"
 ATTACK_OUTPUT_SUFFIXES = (".png", ".jpg")
-"""Output files the organisers picked up: IMAGEID.png or IMAGEID.jpg."""
+"""Output files the development tool picked up: IMAGEID.png or IMAGEID.jpg. The final round
+took IMAGEID.png only: done.json lists the .jpg ones under ``not_png`` so that scoring can
+follow either rule."""
 
 
 @dataclass(frozen=True)
@@ -139,11 +141,13 @@ def _run_attack_piece(piece: AttackPiece, settings: RunSettings) -> dict:
             runner=settings.runner(),
         ),
     )
-    written, resized, unreadable = [], [], []
+    written, resized, unreadable, not_png = [], [], [], []
     for image in piece.images:
         output = _attack_output(output_dir, image.image_id)
         if output is None:
             continue
+        if output.suffix != ".png":
+            not_png.append(image.image_id)
         try:
             clean = read_png(Path(image.path))
             adversarial = read_png(output)
@@ -163,6 +167,11 @@ def _run_attack_piece(piece: AttackPiece, settings: RunSettings) -> dict:
         problems.append(f"{piece.key}: {len(resized)} output(s) of the wrong size, resized back (bicubic): {', '.join(resized[:5])}")
     if missing:
         problems.append(f"{piece.key}: {len(missing)} of {len(piece.images)} adversarial image(s) missing or unreadable (score zero)")
+    if not_png:
+        problems.append(
+            f"{piece.key}: {len(not_png)} output(s) written as IMAGEID.jpg, not IMAGEID.png: the development tool took them, "
+            f"the final round did not (--rules): {', '.join(not_png[:5])}"
+        )
     shutil.rmtree(input_dir, ignore_errors=True)
     record.update(
         kind=piece.submission.kind,
@@ -171,6 +180,7 @@ def _run_attack_piece(piece: AttackPiece, settings: RunSettings) -> dict:
         epsilon=piece.epsilon,
         images=len(piece.images),
         written=written,
+        not_png=not_png,
         problems=problems,
     )
     return record
@@ -241,6 +251,4 @@ def _run_defense_piece(piece: DefensePiece, settings: RunSettings) -> dict:
 
 
 def _write_json_atomic(path: Path, value: object) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    temporary.write_text(json.dumps(value, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomically(path, json.dumps(value, indent=1, sort_keys=True))

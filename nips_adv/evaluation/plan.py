@@ -1,8 +1,8 @@
 """Find submissions and dataset images, and cut the evaluation into work pieces.
 
 A work piece is one submission on one batch of at most BATCH_IMAGES images. Attack batches
-follow the dataset CSV's row order; batch k gets its own epsilon (``cycle``: the final round's
-COMPETITION_EPSILONS[k % 4]). Everything here is plain data, so pieces pickle for Ray.
+take the dataset images sorted by name, as the final round did (eval_lib/image_batches.py);
+batch k gets its own epsilon (``cycle``: the final round's COMPETITION_EPSILONS[k % 4]). Everything here is plain data, so pieces pickle for Ray.
 """
 
 from __future__ import annotations
@@ -50,9 +50,14 @@ class Problems:
     """Bad input found along the way, one line each, naming the file or submission."""
 
     lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Worth saying but not wrong (e.g. a dataset CSV covering more images than the folder)."""
 
     def add(self, line: str) -> None:
         self.lines.append(line)
+
+    def warn(self, line: str) -> None:
+        self.warnings.append(line)
 
 
 def epsilon_for_batch(epsilon: int | str, batch_index: int) -> int:
@@ -63,11 +68,12 @@ def epsilon_for_batch(epsilon: int | str, batch_index: int) -> int:
 
 
 def load_dataset(dataset_dir: Path, dataset_csv: Path, problems: Problems) -> list[DatasetImage]:
-    """Images named ``IMAGEID.png`` in ``dataset_dir`` that have a row in ``dataset_csv``, in CSV row order.
+    """Images named ``IMAGEID.png`` in ``dataset_dir`` that have a row in ``dataset_csv``, sorted by ImageId.
 
     Raises ContractFileError when the CSV cannot be read or lacks ImageId/TrueLabel. A missing
-    TargetClass column, rows with bad labels, rows naming absent images and images without a
-    row are recorded in ``problems``.
+    TargetClass column, rows with bad labels and images without a row are recorded in
+    ``problems``; rows naming images absent from the folder (evaluating on a subset) are a
+    warning.
     """
     frame = read_dataset_csv(dataset_csv, required_columns=("ImageId", "TrueLabel"))
     has_targets = "TargetClass" in frame.columns
@@ -93,11 +99,14 @@ def load_dataset(dataset_dir: Path, dataset_csv: Path, problems: Problems) -> li
             continue
         images.append(DatasetImage(image_id, str(files[image_id]), true_label, target_class))
     if absent:
-        problems.add(f"{dataset_csv}: {len(absent)} row(s) name images absent from {dataset_dir}: {_some(absent)}")
+        problems.warn(
+            f"{dataset_csv}: {len(absent)} row(s) name images absent from {dataset_dir} (evaluating on a subset): {_some(absent)}"
+        )
     without_row = sorted(set(files) - seen)
     if without_row:
         problems.add(f"{dataset_dir}: {len(without_row)} image(s) have no row in {dataset_csv} and are not evaluated: {_some(without_row)}")
-    return images
+    # The final round sorted file names (IMAGEID.png), which can differ from sorting the bare ids.
+    return sorted(images, key=lambda image: f"{image.image_id}.png")
 
 
 def _label(value: object) -> int | None:
@@ -127,7 +136,10 @@ def discover_submissions(folder: Path, kind: str, extract_root: Path, problems: 
             continue
         if entry.is_dir():
             name, directory = entry.name, entry
-        elif entry.is_file() and entry.name.lower().endswith(ARCHIVE_SUFFIXES):
+        elif entry.is_file() and entry.name.lower().endswith((*ARCHIVE_SUFFIXES, ".tgz")) and not entry.name.endswith(ARCHIVE_SUFFIXES):
+            problems.add(f"{kind} {entry.name}: skipped, as the final round skipped it: only .zip, .tar and .tar.gz (case-sensitive)")
+            continue
+        elif entry.is_file() and entry.name.endswith(ARCHIVE_SUFFIXES):
             name = _archive_stem(entry.name)
             try:
                 directory = _extracted(entry, Path(extract_root) / name)
@@ -152,9 +164,8 @@ def discover_submissions(folder: Path, kind: str, extract_root: Path, problems: 
 
 
 def _archive_stem(file_name: str) -> str:
-    lower = file_name.lower()
     for suffix in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True):
-        if lower.endswith(suffix):
+        if file_name.endswith(suffix):
             return file_name[: -len(suffix)]
     return file_name
 

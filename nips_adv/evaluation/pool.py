@@ -16,6 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import write_text_atomically
 from .plan import CLEAN_TRACK, DatasetImage, _fingerprint
 
 POOL_FILE = "pool.json"
@@ -74,9 +75,7 @@ def build_pool(
         for name, entry in pool.entries.items():
             _link_or_copy(Path(sources[(entry.track, entry.attack, entry.image_id)]), pool_dir / f"{name}.png")
         document = {"fingerprint": pool.fingerprint, "entries": {name: _entry_list(entry) for name, entry in sorted(entries.items())}}
-        temporary = pool_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(document, indent=0), encoding="utf-8")
-        os.replace(temporary, pool_file)
+        write_text_atomically(pool_file, json.dumps(document, indent=0))
     return pool
 
 

@@ -213,4 +213,8 @@ def _results(scores: Scores, state: dict, pieces: list[dict], problems: list[str
         "produced_images": [{"track": track, "attack": attack, "images": count} for (track, attack), count in sorted(scores.produced.items())],
         "pieces": {"counts": status_counts, "list": pieces},
         "problems": problems,
+        "warnings": state.get("warnings", []),
+        "rules": scores.rules,
+        "complete_attacks": scores.complete_attacks,
+        "complete_defenses": scores.complete_defenses,
     }

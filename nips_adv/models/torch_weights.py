@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,9 +138,14 @@ def read_torch_state_dict(path: Path) -> dict[str, np.ndarray]:
         raise
     except OSError as error:
         raise WeightFileError(f"cannot read weight file {path}: {error.strerror or error}") from None
-    except (zipfile.BadZipFile, KeyError, EOFError) as error:
+    except (zipfile.BadZipFile, KeyError, EOFError, zlib.error, NotImplementedError, RuntimeError, ValueError) as error:
         raise WeightFileError(f"{path}: corrupted PyTorch zip file ({error})") from None
-    return _read_legacy(path, data)
+    except MemoryError:
+        raise WeightFileError(f"{path}: declares more data than fits in memory") from None
+    try:
+        return _read_legacy(path, data)
+    except MemoryError:
+        raise WeightFileError(f"{path}: declares more data than fits in memory") from None
 
 
 def _read_legacy(path: Path, data: bytes) -> dict[str, np.ndarray]:
@@ -175,7 +182,7 @@ def _read_legacy(path: Path, data: bytes) -> dict[str, np.ndarray]:
         if position + 8 > len(data):
             raise WeightFileError(f"{path} is truncated (ends before storage {key})")
         (count,) = struct.unpack_from("<q", data, position)
-        if count != numel:
+        if count != numel or count < 0:
             raise WeightFileError(f"{path}: corrupted PyTorch weight file (storage {key} holds {count}, expected {numel})")
         end = position + 8 + count * dtype.itemsize
         if end > len(data):
@@ -186,6 +193,7 @@ def _read_legacy(path: Path, data: bytes) -> dict[str, np.ndarray]:
 
 
 def _read_zip(path: Path) -> dict[str, np.ndarray]:
+    file_bytes = path.stat().st_size
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pickles = [name for name in names if name.endswith("/data.pkl") or name == "data.pkl"]
@@ -206,9 +214,14 @@ def _read_zip(path: Path) -> dict[str, np.ndarray]:
             member = f"{root}data/{storage.key}"
             if member not in names:
                 raise WeightFileError(f"{path}: corrupted PyTorch weight file (no {member})")
-            raw = archive.read(member)
             dtype = storage.dtype.newbyteorder("<" if byteorder == "little" else ">")
-            if len(raw) < storage.numel * dtype.itemsize:
+            needed = storage.numel * dtype.itemsize
+            # Checked against the member's declared size and the file's before reading a byte.
+            if storage.numel < 0 or archive.getinfo(member).file_size < needed or needed > file_bytes:
+                raise WeightFileError(f"{path}: corrupted PyTorch weight file ({member} is short of its {storage.numel} elements)")
+            with archive.open(member) as stream:
+                raw = stream.read(needed)
+            if len(raw) < needed:
                 raise WeightFileError(f"{path}: corrupted PyTorch weight file ({member} is short)")
             storages[storage.key] = np.frombuffer(raw, dtype=dtype, count=storage.numel)
     return _materialise(path, references, storages)
@@ -253,11 +266,21 @@ def _materialise(path: Path, references: dict[str, _TensorRef], storages: dict[s
         extent = reference.offset + sum((n - 1) * s for n, s in zip(shape, strides)) + 1 if all(shape) else 0
         if extent > len(elements):
             raise WeightFileError(f"{path}: corrupted PyTorch weight file (tensor {name} overruns its storage)")
+        # A weight tensor never repeats elements: more elements than its storage holds (a zero
+        # stride, overlapping strides) would make the copy below allocate what the file never held.
+        if math.prod(shape) > len(elements) - reference.offset:
+            raise WeightFileError(
+                f"{path}: corrupted PyTorch weight file (tensor {name} of shape {shape} declares more elements "
+                f"than its storage of {len(elements)} holds)"
+            )
         view = np.lib.stride_tricks.as_strided(
             elements[reference.offset :],
             shape=shape,
             strides=tuple(s * elements.itemsize for s in strides),
             writeable=False,
         )
-        arrays[name] = np.array(view, dtype=elements.dtype.newbyteorder("="))
+        try:
+            arrays[name] = np.array(view, dtype=elements.dtype.newbyteorder("="))
+        except MemoryError:
+            raise WeightFileError(f"{path}: tensor {name} of shape {shape} does not fit in memory") from None
     return arrays

@@ -71,6 +71,8 @@ def read_metadata(submission_dir: Path, *, expected_type: str | None = None) -> 
         raise SubmissionError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except json.JSONDecodeError as error:
         raise SubmissionError(f"{path}: invalid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    except RecursionError:
+        raise SubmissionError(f"{path}: JSON nested too deeply to be a {METADATA_FILE}") from None
     if not isinstance(document, dict):
         raise SubmissionError(f"{path}: must hold a JSON object with {', '.join(METADATA_FIELDS)}, got {type(document).__name__}")
 

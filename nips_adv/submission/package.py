@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import tarfile
-import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
@@ -23,15 +22,27 @@ from pathlib import Path
 
 from .. import __version__
 from ..archives import archive_kind
+from ..atomic import atomic_path
 from ..contract.constants import MAX_ARCHIVE_BYTES, MAX_UNPACKED_BYTES, SUBMISSION_TYPES
 from .metadata import METADATA_FILE, SubmissionError, SubmissionMetadata, is_docker_image_name, read_metadata
 
 DEFAULT_IMAGE = f"nips-adv:{__version__}"
-"""The CPU image ``scripts/build_submissions.sh`` builds; the GPU image adds ``-gpu`` to the tag."""
+"""The CPU image ``scripts/build_submissions.sh`` builds; the GPU image adds ``-gpu`` to the tag.
+A local tag: no registry serves it, so an archive naming it fails the organisers' ``docker pull``."""
+
+
+def unpullable_image_warning(image: str, gpu_image: str) -> str:
+    """What to do when metadata.json names the local default tags, which the organisers cannot pull."""
+    return (
+        f"WARNING: metadata.json names {image} / {gpu_image}, local tags that no registry serves; the organisers "
+        f"pull container_gpu and this archive would fail their validator. Push the images "
+        f"(docker tag {gpu_image} USER/{gpu_image} && docker push USER/{gpu_image}, the same for {image}) and "
+        f"package again with --image USER/{image}"
+    )
 
 MODEL_ENV_FILE = "model.env"
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "submissions"
-"""``submissions/`` of the source checkout: one template folder per track."""
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+"""Package data: one template folder per track (``templates/attack``...), so an installed wheel can package."""
 
 _SAFE_CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -58,12 +69,12 @@ def gpu_image_for(image: str) -> str:
 
 
 def template_dir(submission_type: str) -> Path:
-    """The template folder of ``submission_type`` in the source checkout; SubmissionError if absent."""
+    """The template folder of ``submission_type`` (package data); SubmissionError if absent."""
     if submission_type not in SUBMISSION_TYPES:
         raise SubmissionError(f"unknown submission type {submission_type!r}; expected one of {', '.join(SUBMISSION_TYPES)}")
     folder = TEMPLATES_DIR / submission_type
     if not (folder / METADATA_FILE).is_file():
-        raise SubmissionError(f"template {folder} not found: run from a nips_adv source checkout or pass --template DIR")
+        raise SubmissionError(f"template {folder} not found: the nips_adv installation is incomplete; reinstall it or pass --template DIR")
     return folder
 
 
@@ -90,7 +101,7 @@ def package_submission(
     tool_options: Sequence[str] = (),
     template: Path | None = None,
 ) -> PackagedSubmission:
-    """Write the archive ``output`` (.zip, .tar, .tar.gz/.tgz) for one track and return what it holds.
+    """Write the archive ``output`` (.zip, .tar, .tar.gz: the organisers' names) for one track and return what it holds.
 
     ``checkpoint`` is a TF checkpoint prefix (or a file of it, or a folder holding one); None
     takes ``model``'s default checkpoint. ``image``/``gpu_image`` go into ``metadata.json``
@@ -144,18 +155,12 @@ def package_submission(
 def _write_archive(output: Path, files: dict[str, Path | bytes], *, executable: set[str]) -> None:
     kind = archive_kind(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
-    os.close(handle)
-    try:
+    with atomic_path(output) as temporary:
         if kind == "zip":
-            _write_zip(Path(temporary), files, executable)
+            _write_zip(temporary, files, executable)
         else:
-            _write_tar(Path(temporary), "w:gz" if kind == "tar.gz" else "w", files, executable)
+            _write_tar(temporary, "w:gz" if kind == "tar.gz" else "w", files, executable)
         os.chmod(temporary, 0o644)
-        os.replace(temporary, output)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _mode(name: str, executable: set[str]) -> int:

@@ -3,8 +3,11 @@
 The organisers run, with the submission folder as working directory,
 ``./ENTRY INPUT_DIR OUTPUT_DIR MAX_EPSILON`` (attacks) or ``./ENTRY INPUT_DIR OUTPUT_FILE``
 (defenses), and kill the container past the time limit. Here the local runner starts the entry
-point in its own session and kills its whole process group past the limit; the Docker runner
-uses the organisers' ``docker run`` command line and ``docker kill``s the named container.
+point under a keeper process (``process_tree.py``: a child subreaper that also tags the run's
+environment), which ends every process the entry point started, daemons included, when it exits
+or at the time limit; the Docker runner creates the container with the final round's flags on a
+fresh copy of the submission folder, starts the clock when it starts the container, and
+``docker kill``s it at the limit.
 """
 
 from __future__ import annotations
@@ -21,9 +24,14 @@ from pathlib import Path
 
 from ..contract.constants import DOCKER_MEMORY_LIMIT
 from .metadata import SubmissionMetadata
+from .process_tree import TAG_VARIABLE, kill_tagged
+
+PROCESS_TREE_SCRIPT = Path(__file__).with_name("process_tree.py")
 
 RUNNER_KINDS = ("local", "docker")
 CONTAINER_CODE_DIR = "/code"
+DOCKER_CPUS = "3.75"
+"""The final round's CPU share per container (worker.py); the development validator set none."""
 CONTAINER_INPUT_DIR = "/input_images"
 CONTAINER_OUTPUT_DIR = "/output_images"
 CONTAINER_OUTPUT_DATA_DIR = "/output_data"
@@ -39,7 +47,7 @@ class RunnerError(Exception):
 class Runner:
     """How to run entry points: ``kind`` ``"local"`` (directly) or ``"docker"`` (the metadata's image).
 
-    ``gpu`` picks ``container_gpu`` and the NVIDIA runtime (``--gpus all``) for Docker runs.
+    ``gpu`` picks ``container_gpu`` and the NVIDIA runtime (``--runtime=nvidia``) for Docker runs.
     Docker runs never have a network; local ones only with ``offline`` (see network_isolation_available).
     """
 
@@ -82,13 +90,23 @@ class RunResult:
             return f"killed by signal {-self.returncode} after {self.seconds:.1f} s"
         return f"exited with status {self.returncode} after {self.seconds:.1f} s"
 
-    def stderr_tail(self, lines: int = 10) -> list[str]:
-        """The last ``lines`` lines the entry point wrote to stderr."""
+    def stderr_tail(self, lines: int = 10, *, max_line_chars: int = 300) -> list[str]:
+        """The last ``lines`` lines the entry point wrote to stderr, each cut to ``max_line_chars``.
+
+        Only the file's last ``lines x max_line_chars x 4`` bytes are read: a 20 MB stderr
+        without a newline yields one cut line, not megabytes.
+        """
         try:
-            text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
+            with open(self.stderr_path, "rb") as stream:
+                size = stream.seek(0, os.SEEK_END)
+                stream.seek(max(0, size - lines * max_line_chars * 4))
+                text = stream.read().decode("utf-8", errors="replace")
         except OSError:
             return []
-        return text.rstrip().splitlines()[-lines:]
+        cut = []
+        for line in text.rstrip().splitlines()[-lines:]:
+            cut.append(line if len(line) <= max_line_chars else f"{line[:max_line_chars]} [... line cut]")
+        return cut
 
 
 OFFLINE_PREFIX = ["unshare", "--net", "--map-root-user", "--"]
@@ -187,10 +205,15 @@ def docker_command(
     container_name: str,
     gpu: bool,
 ) -> list[str]:
-    """The organisers' ``docker run`` command line (``mounts``: host folder, container folder, read-only)."""
-    command = ["docker", "run", "--rm", "--name", container_name, "--network=none", f"-m={DOCKER_MEMORY_LIMIT}"]
-    if gpu:
-        command += ["--gpus", "all"]
+    """The final round's container, as ``docker create`` (``mounts``: host folder, container folder, read-only).
+
+    Its flags are the worker's (eval_infra/code/worker.py): the NVIDIA runtime for
+    ``container_gpu``, ``--network=none -m=24g --cpus=3.75``. ``docker create`` pulls the image
+    if needed, so the time limit, counted from ``docker start``, starts with the container, as
+    the worker's clock started once ``docker run --detach`` had returned.
+    """
+    command = ["docker", "create", *(["--runtime=nvidia"] if gpu else []), "--name", container_name]
+    command += ["--network=none", f"-m={DOCKER_MEMORY_LIMIT}", f"--cpus={DOCKER_CPUS}"]
     for host, container, read_only in mounts:
         command += ["-v", f"{Path(host).resolve()}:{container}{':ro' if read_only else ''}"]
     command += ["-v", f"{Path(submission_dir).resolve()}:{CONTAINER_CODE_DIR}", "-w", CONTAINER_CODE_DIR]
@@ -209,36 +232,50 @@ def _run_local(
 ) -> RunResult:
     command = [*(OFFLINE_PREFIX if offline else []), f"./{metadata.entry_point}", *arguments]
     stdout_path, stderr_path = _log_paths(log_dir)
+    tag = uuid.uuid4().hex
+    environment = {**local_environment(), TAG_VARIABLE: tag}
+    error_read, error_write = os.pipe()
+    keeper = [sys.executable, str(PROCESS_TREE_SCRIPT), str(TERMINATE_GRACE_S), str(error_write), *command]
     started = time.monotonic()
     with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
         try:
             process = subprocess.Popen(
-                command,
+                keeper,
                 cwd=submission_dir,
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
-                env=local_environment(),
+                env=environment,
                 start_new_session=True,
+                pass_fds=(error_write,),
             )
         except OSError as error:
+            os.close(error_read)
             return RunResult(command, None, False, time.monotonic() - started, stdout_path, stderr_path, start_error=str(error))
+        finally:
+            os.close(error_write)
         timed_out = False
         try:
             returncode: int | None = process.wait(timeout=time_limit)
         except subprocess.TimeoutExpired:
             timed_out = True
+            # The keeper ends the whole tree: SIGTERM, SIGKILL after the grace period.
             _kill_group(process, signal.SIGTERM)
             try:
-                process.wait(timeout=TERMINATE_GRACE_S)
+                process.wait(timeout=TERMINATE_GRACE_S + 10)
             except subprocess.TimeoutExpired:
                 pass
             returncode = None
         finally:
             seconds = time.monotonic() - started
-            # When the entry point ends, its container would stop: nothing it started outlives it.
+            # Last resort, should the keeper itself have been killed: its group, then the tag.
             _kill_group(process, signal.SIGKILL)
             process.wait()
+            kill_tagged(tag)
+    with os.fdopen(error_read, "rb") as errors:
+        start_error = errors.read().decode("utf-8", errors="replace")
+    if start_error:
+        return RunResult(command, None, False, seconds, stdout_path, stderr_path, start_error=start_error)
     return RunResult(command, returncode, timed_out, seconds, stdout_path, stderr_path)
 
 
@@ -282,32 +319,48 @@ def _run_docker(
 ) -> RunResult:
     if shutil.which("docker") is None:
         raise RunnerError("docker not found on PATH; install Docker or run without --docker")
-    _make_readable_by_container(submission_dir)
-    for host, _, read_only in mounts:
-        if read_only:
-            _make_readable_by_container(host)
-    container_name = f"nips-adv-{uuid.uuid4().hex[:12]}"
-    command = docker_command(submission_dir, metadata, mounts, arguments, container_name=container_name, gpu=gpu)
     stdout_path, stderr_path = _log_paths(log_dir)
-    started = time.monotonic()
-    with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
-        try:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
-        except OSError as error:
-            raise RunnerError(f"cannot start docker: {error}") from None
-        timed_out = False
-        try:
-            returncode: int | None = process.wait(timeout=time_limit)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            subprocess.run(["docker", "kill", container_name], capture_output=True, timeout=60, check=False)
+    # A fresh copy per run, as the final round made one: nothing a run writes into its folder reaches the next.
+    code_copy = Path(log_dir).resolve() / f"code-{uuid.uuid4().hex[:8]}"
+    logs = str(Path(log_dir).resolve())
+    shutil.copytree(
+        submission_dir, code_copy, symlinks=True, ignore=lambda folder, names: [n for n in names if os.path.join(os.path.realpath(folder), n) == logs]
+    )
+    try:
+        _make_readable_by_container(code_copy)
+        for host, _, read_only in mounts:
+            if read_only:
+                _make_readable_by_container(host)
+        container_name = f"nips-adv-{uuid.uuid4().hex[:12]}"
+        command = docker_command(code_copy, metadata, mounts, arguments, container_name=container_name, gpu=gpu)
+        with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
             try:
-                process.wait(timeout=60)
+                created = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, check=False)
+            except OSError as error:
+                raise RunnerError(f"cannot start docker: {error}") from None
+            if created.returncode != 0:
+                stderr.flush()
+                raise RunnerError(f"docker could not create the container (status {created.returncode}): {_last_line(stderr_path)}")
+            started = time.monotonic()
+            process = subprocess.Popen(
+                ["docker", "start", "--attach", container_name], stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
+            )
+            timed_out = False
+            try:
+                returncode: int | None = process.wait(timeout=time_limit)
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            returncode = None
-        seconds = time.monotonic() - started
+                timed_out = True
+                subprocess.run(["docker", "kill", container_name], capture_output=True, timeout=60, check=False)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                returncode = None
+            seconds = time.monotonic() - started
+        subprocess.run(["docker", "rm", "-f", container_name], capture_output=True, timeout=60, check=False)
+    finally:
+        shutil.rmtree(code_copy, ignore_errors=True)
     if returncode == DOCKER_ENGINE_FAILED:
         raise RunnerError(f"docker could not start the container (status 125): {_last_line(stderr_path)}")
     return RunResult(command, returncode, timed_out, seconds, stdout_path, stderr_path)

@@ -13,9 +13,15 @@ Everything happens inside one temporary folder, removed at the end unless ``keep
 
 from __future__ import annotations
 
+import csv
+import errno
 import hashlib
+import os
 import random
+import re
+import stat
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +45,7 @@ from ..contract.constants import (
 )
 from ..contract.csv_files import ContractFileError, read_label_file, write_label_file
 from ..contract.epsilon import max_perturbation
-from ..contract.images import ImageReadError, read_png, write_png
+from ..contract.images import ImageReadError, open_image_guarded, read_png, write_png
 from .metadata import SubmissionError, SubmissionMetadata, read_metadata
 from .runner import RunResult, Runner, RunnerError, docker_available, run_attack_submission, run_defense_submission
 
@@ -75,6 +81,12 @@ class ValidationReport:
     run: RunResult | None = None
     work_dir: Path | None = None
     """The temporary folder, when kept."""
+    strict: bool = False
+    """Make errors of what the organisers' validator only warned about and fixed (see ``lenient``)."""
+
+    def lenient(self, message: str) -> None:
+        """An output the organisers' validator accepted and their evaluation fixed: a warning, an error if ``strict``."""
+        (self.error if self.strict else self.warning)(message)
 
     @property
     def errors(self) -> list[str]:
@@ -125,17 +137,21 @@ def validate_submission(
     max_archive_bytes: int = MAX_ARCHIVE_BYTES,
     max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
     progress: Callable[[str], None] | None = None,
+    strict: bool = False,
 ) -> ValidationReport:
     """Validate ``archive`` as a ``submission_type`` submission; never raises for a bad submission.
 
     ``epsilon`` None draws one of COMPETITION_EPSILONS; ``seed`` None draws a seed (reported,
     so the run can be repeated). ``num_images`` random images (the organisers use 100) are
     given ``time_limit`` seconds. With ``keep`` the temporary folder stays and is reported.
-    ``progress`` receives a line before each slow step.
+    ``progress`` receives a line before each slow step. Outputs the organisers' validator
+    accepted and their evaluation fixed (RGBA/grey/palette PNGs, pixels beyond eps, result rows
+    without ``.png``, labels outside 1..1000) are warnings saying what they did, so the verdict
+    is theirs; ``strict`` makes them errors.
     """
     if submission_type not in SUBMISSION_TYPES:
         raise ValueError(f"unknown submission type {submission_type!r}; expected one of {', '.join(SUBMISSION_TYPES)}")
-    report = ValidationReport(archive=Path(archive), submission_type=submission_type, num_images=num_images)
+    report = ValidationReport(archive=Path(archive), submission_type=submission_type, num_images=num_images, strict=strict)
     report.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     work_dir = Path(tempfile.mkdtemp(prefix="nips_adv_validate_"))
     try:
@@ -145,13 +161,39 @@ def validate_submission(
     except RunnerError as error:
         report.could_not_run = True
         report.error(f"could not run the entry point: {error}")
+    except RecursionError:
+        report.error("the submission made the check recurse too deeply (a structure nested beyond reason)")
+    except Exception as error:  # noqa: BLE001 (every archive gets a verdict, never a traceback)
+        reason = f"{type(error).__name__}: {str(error)[:200]}"
+        if isinstance(error, OSError) and error.errno in _OUR_ENVIRONMENT_ERRNOS:
+            report.could_not_run = True
+            report.error(f"the check could not go on on this machine: {reason}")
+        else:
+            report.error(f"the submission broke the check: {reason}")
     finally:
         if keep:
             report.work_dir = work_dir
             report.info(f"work folder kept: {work_dir}")
         else:
-            shutil.rmtree(work_dir, ignore_errors=True)
+            _remove_work_dir(work_dir)
     return report
+
+
+_OUR_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE)
+"""OSErrors that say our machine, not the submission, stopped the check."""
+
+
+def _remove_work_dir(work_dir: Path) -> None:
+    # An entry point may have taken permissions away from what it wrote: give them back first.
+    for parent, folders, _ in os.walk(work_dir):
+        for name in folders:
+            path = os.path.join(parent, name)
+            try:
+                if not os.path.islink(path):
+                    os.chmod(path, stat.S_IRWXU)
+            except OSError:
+                pass
+    shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def _validate_in(
@@ -187,6 +229,11 @@ def _validate_in(
     report.info(f"metadata.json: entry point {metadata.entry_point}, image {image}")
     if runner.kind == "docker" and not docker_available():
         raise RunnerError("no Docker engine answers (`docker info` failed); validate without --docker to run it directly")
+        progress(f"pulling {metadata.container_gpu} (the organisers pull container_gpu and check its size)")
+        problem = docker_image_problem(metadata.container_gpu)
+        if problem is not None:
+            report.error(problem)
+            return
 
     rng = np.random.default_rng(report.seed)
     report.epsilon = int(epsilon) if epsilon is not None else int(rng.choice(COMPETITION_EPSILONS))
@@ -221,9 +268,37 @@ def _validate_in(
         _check_attack_outputs(report, clean, output_dir)
     else:
         _check_defense_output(report, list(clean), output_file)
+    if not input_dir.is_dir() or input_dir.is_symlink():
+        report.error("the entry point removed or replaced its INPUT_DIR (the organisers mount it read-only)")
+        return
     input_dir.chmod(0o755)
     if _digest(input_dir) != input_digest:
         report.error("the entry point changed its input images (the organisers mount them read-only)")
+
+
+MAX_DOCKER_IMAGE_BYTES = 8 * 1024**3
+"""The organisers' limit on the size of ``container_gpu`` (submission_validator_lib.py)."""
+
+
+def docker_image_problem(image: str) -> str | None:
+    """As the organisers' validator: ``docker pull IMAGE``, then its size from ``docker inspect``; None when within 8 GiB.
+
+    Their validator ignored a failed pull and failed on the inspect that followed; the message
+    here says which step failed and why.
+    """
+    pulled = subprocess.run(["docker", "pull", image], capture_output=True, text=True, check=False)
+    inspected = subprocess.run(["docker", "inspect", "--format={{.Size}}", image], capture_output=True, text=True, check=False)
+    try:
+        size = int(inspected.stdout.strip())
+    except ValueError:
+        reason = (pulled.stderr or inspected.stderr).strip().splitlines()
+        return (
+            f"container_gpu {image}: cannot be pulled ({reason[-1] if reason else 'no size'}); the organisers pull it from a "
+            "registry: push it there (docker push) and name the pushed image in metadata.json"
+        )
+    if size > MAX_DOCKER_IMAGE_BYTES:
+        return f"container_gpu {image}: {size} bytes, over the organisers' limit of 8 GiB ({MAX_DOCKER_IMAGE_BYTES} bytes)"
+    return None
 
 
 def _write_inputs(folder: Path, count: int, rng: np.random.Generator, *, targeted: bool) -> dict[str, np.ndarray]:
@@ -245,8 +320,13 @@ def _write_inputs(folder: Path, count: int, rng: np.random.Generator, *, targete
 def _digest(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(folder.iterdir()):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes() if path.is_file() else b"<not a file>")
+        digest.update(path.name.encode("utf-8", errors="surrogateescape"))
+        if path.is_symlink() or not path.is_file():
+            digest.update(b"<not a file>")
+            continue
+        with open(path, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -312,12 +392,13 @@ def _check_attack_outputs(report: ValidationReport, clean: dict[str, np.ndarray]
         ("unreadable", unreadable),
         ("not PNG", wrong_format),
         (f"not {IMAGE_SIZE}x{IMAGE_SIZE} (the organisers would resize them)", wrong_size),
-        ("not RGB", wrong_mode),
     ):
         if problems:
             report.error(f"{len(problems)} output image(s) {label}: {_listed(problems)}")
+    if wrong_mode:
+        report.lenient(f"{len(wrong_mode)} output image(s) not RGB (the organisers convert them with convert('RGB')): {_listed(wrong_mode)}")
     if over:
-        report.error(
+        report.lenient(
             f"{len(over)} output image(s) exceed eps {epsilon} (the organisers would clip them): {_listed(over)}; "
             f"worst {worst_name} by {worst - epsilon} (max |adv - clean| = {worst})"
         )
@@ -332,9 +413,12 @@ def _check_attack_outputs(report: ValidationReport, clean: dict[str, np.ndarray]
 def _image_problem(path: Path) -> tuple[str, str] | None:
     """The first format problem of an output image, as (kind, message), or None."""
     try:
-        with Image.open(path) as image:
+        # The guard reads the declared size only; an output claiming a gigapixel is not decoded.
+        with open_image_guarded(path, path.name, limit=2**62) as image:
             image_format, mode, size = image.format, image.mode, image.size
-    except (UnidentifiedImageError, OSError) as error:
+    except ImageReadError as error:
+        return "unreadable", str(error)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
         return "unreadable", f"{path.name} ({error})"
     if size != (IMAGE_SIZE, IMAGE_SIZE):
         return "size", f"{path.name} is {size[0]}x{size[1]}"
@@ -354,8 +438,26 @@ def _check_defense_output(report: ValidationReport, names: list[str], output_fil
     except ContractFileError as error:
         report.error(str(error))
         return
-    for problem in _strip_folder(result.problems, output_file):
-        report.error(problem)
+    accepted = _organisers_rows(output_file)
+    # Rows the organisers' reader took (any integer label) are not errors by their verdict.
+    problems = [p for p in _strip_folder(result.problems, output_file) if report.strict or _problem_line(p) not in accepted]
+    for problem in problems[:_LISTED]:
+        report.error(problem[:300])
+    if len(problems) > _LISTED:
+        report.error(f"{DEFENSE_RESULT_FILE}: {len(problems) - _LISTED} more bad row(s) like these")
+    labels = dict(result.labels)
+    outside = sorted(name for name, label in accepted.values() if not 1 <= label <= NUM_LABELS)
+    if outside and not report.strict:
+        report.lenient(
+            f"{DEFENSE_RESULT_FILE}: {len(outside)} row(s) with a label outside 1..{NUM_LABELS} (e.g. 0, the background class): "
+            f"the organisers count them as classified, never correct: {_listed(outside)}"
+        )
+        labels.update({name: label for name, label in accepted.values() if not 1 <= label <= NUM_LABELS})
+    bare = sorted(name for name in labels if not name.endswith(".png"))
+    if bare:
+        report.lenient(f"{DEFENSE_RESULT_FILE}: {len(bare)} name(s) without .png (the organisers add it): {_listed(bare)}")
+        labels = {(name if name.endswith(".png") else f"{name}.png"): label for name, label in labels.items()}
+    result.labels = labels
     missing = [name for name in names if name not in result.labels]
     if missing:
         report.error(f"{DEFENSE_RESULT_FILE}: {len(missing)} of {len(names)} images not classified: {_listed(missing)}")
@@ -366,6 +468,23 @@ def _check_defense_output(report: ValidationReport, names: list[str], output_fil
     if classified:
         distinct = len({result.labels[name] for name in names if name in result.labels})
         report.info(f"{classified} of {len(names)} images classified ({distinct} distinct label{'s' if distinct != 1 else ''})")
+
+
+def _organisers_rows(output_file: Path) -> dict[int, tuple[str, int]]:
+    """Line number -> (name, label) of the rows the organisers' load_defense_output takes: any integer label."""
+    rows: dict[int, tuple[str, int]] = {}
+    with open(output_file, encoding="utf-8", errors="replace", newline="") as stream:
+        for line_number, row in enumerate(csv.reader(stream), start=1):
+            try:
+                rows[line_number] = (row[0].strip(), int(row[1]))
+            except (IndexError, ValueError):
+                continue
+    return rows
+
+
+def _problem_line(problem: str) -> int | None:
+    match = re.search(r":(\d+): ", problem)
+    return int(match.group(1)) if match else None
 
 
 def _strip_folder(problems: list[str], output_file: Path) -> Iterator[str]:

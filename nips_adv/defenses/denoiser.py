@@ -1,0 +1,239 @@
+"""A small HGD-style denoiser put in front of the classifiers (TF1 graph mode).
+
+High-level representation guided denoiser (Liao, Liang, Dong, Pang, Hu & Zhu 2018, arXiv
+1712.02976; first place in the NIPS 2017 defense track): a U-Net predicts the adversarial noise,
+the denoised image is the input minus that prediction, and training matches the classifier's
+response on denoised adversarial images to its response on the clean ones, here the logits
+(the paper's logit-guided variant, LGD): ``mean |logits(denoise(adv)) - logits(clean)|``.
+
+This one is small (118,691 parameters, 0.5 MB in float32) so it runs on CPU at 299x299 next to
+the classifiers: three levels of two 3x3 convolutions (16, 32, 64 channels, stride-2
+downsampling), bilinear upsampling with skip connections, ReLU, no normalisation (training and
+inference compute the same function), and a zero-initialised last layer, so an untrained denoiser
+is the identity. Weights live in one ``.npz`` with an architecture tag and a format version.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+ARCHITECTURE = "hgd-unet3-16-32-64"
+"""The tag a weights file must carry to load into ``build_denoiser``."""
+FORMAT_VERSION = 1
+"""The layout of the ``.npz``: one array per layer parameter, plus the tag and this version."""
+_TAG_KEY, _VERSION_KEY = "__architecture__", "__version__"
+
+_LAYERS: tuple[tuple[str, int, int], ...] = (
+    # (name, input channels, output channels); every layer is a 3x3 convolution with a bias.
+    ("encoder1/conv1", 3, 16),
+    ("encoder1/conv2", 16, 16),
+    ("encoder2/conv1", 16, 32),  # stride 2
+    ("encoder2/conv2", 32, 32),
+    ("encoder3/conv1", 32, 64),  # stride 2
+    ("encoder3/conv2", 64, 64),
+    ("decoder2/conv1", 64 + 32, 32),
+    ("decoder2/conv2", 32, 32),
+    ("decoder1/conv1", 32 + 16, 16),
+    ("decoder1/conv2", 16, 16),
+    ("noise", 16, 3),
+)
+PARAMETER_SHAPES: dict[str, tuple[int, ...]] = {
+    **{f"{name}/kernel": (3, 3, inputs, outputs) for name, inputs, outputs in _LAYERS},
+    **{f"{name}/bias": (outputs,) for name, inputs, outputs in _LAYERS},
+}
+"""Every parameter's name (relative to the denoiser's scope) and shape."""
+
+
+class DenoiserWeightsError(Exception):
+    """A denoiser weights file that is missing, unreadable or of another architecture (one line, names the file)."""
+
+
+def build_denoiser(
+    pixels: "tf.Tensor", scope: str = "denoiser", *, weights: Mapping[str, np.ndarray] | None = None
+) -> "tf.Tensor":
+    """Denoise ``pixels`` ``(B, H, W, 3)`` float32 0..255 -> ``(B, H, W, 3)`` float32 0..255, any H, W >= 1.
+
+    Without ``weights`` the parameters are variables under ``scope`` (created once, reused when built
+    again; He-initialised, the noise layer zero), to train or to fill with ``load_denoiser_weights``.
+    With ``weights`` (from ``read_denoiser_weights``) they are graph constants: nothing to restore.
+    """
+    from ..models.tf_compat import tf, tf1
+
+    def parameter(name: str) -> "tf.Tensor":
+        shape = PARAMETER_SHAPES[name]
+        if weights is not None:
+            return tf.constant(weights[name], tf.float32, name=name.replace("/", "_"))
+        last = name.startswith("noise/") or name.endswith("/bias")
+        initializer = tf1.zeros_initializer() if last else tf1.variance_scaling_initializer(2.0)
+        return tf1.get_variable(name, shape, tf.float32, initializer=initializer)
+
+    def conv(inputs: "tf.Tensor", name: str, *, stride: int = 1, relu: bool = True) -> "tf.Tensor":
+        outputs = tf.nn.conv2d(inputs, parameter(f"{name}/kernel"), strides=stride, padding="SAME")
+        outputs = tf.nn.bias_add(outputs, parameter(f"{name}/bias"))
+        return tf.nn.relu(outputs) if relu else outputs
+
+    def upsample_to(inputs: "tf.Tensor", like: "tf.Tensor") -> "tf.Tensor":
+        # Odd sizes (299 -> 150 -> 75) do not double back exactly: resize to the skip's size.
+        return tf.image.resize(inputs, tf.shape(like)[1:3], method="bilinear")
+
+    with tf1.variable_scope(scope, reuse=tf1.AUTO_REUSE):
+        images = pixels / 127.5 - 1.0
+        level1 = conv(conv(images, "encoder1/conv1"), "encoder1/conv2")
+        level2 = conv(conv(level1, "encoder2/conv1", stride=2), "encoder2/conv2")
+        level3 = conv(conv(level2, "encoder3/conv1", stride=2), "encoder3/conv2")
+        up2 = tf.concat([upsample_to(level3, level2), level2], axis=-1)
+        up2 = conv(conv(up2, "decoder2/conv1"), "decoder2/conv2")
+        up1 = tf.concat([upsample_to(up2, level1), level1], axis=-1)
+        up1 = conv(conv(up1, "decoder1/conv1"), "decoder1/conv2")
+        noise = conv(up1, "noise", relu=False)
+        return tf.clip_by_value((images - noise + 1.0) * 127.5, 0.0, 255.0)
+
+
+def denoiser_variables(scope: str = "denoiser") -> dict[str, "tf.Variable"]:
+    """The current graph's denoiser variables under ``scope``, keyed by parameter name."""
+    from ..models.tf_compat import tf1
+
+    by_name = {variable.op.name: variable for variable in tf1.global_variables()}
+    found = {name: by_name.get(f"{scope}/{name}") for name in PARAMETER_SHAPES}
+    missing = [name for name, variable in found.items() if variable is None]
+    if missing:
+        raise ValueError(f"no denoiser built under scope {scope!r} in this graph (missing {missing[0]})")
+    return found
+
+
+def save_denoiser_weights(session: "tf.compat.v1.Session", path: Path, scope: str = "denoiser") -> None:
+    """Write the denoiser's variables under ``scope`` to ``path`` (``.npz``), atomically."""
+    from ..atomic import atomic_write
+
+    values = session.run(denoiser_variables(scope))
+    arrays = {name: np.asarray(value, np.float32) for name, value in values.items()}
+    arrays[_TAG_KEY] = np.array(ARCHITECTURE)
+    arrays[_VERSION_KEY] = np.array(FORMAT_VERSION)
+    with atomic_write(Path(path)) as stream:
+        np.savez(stream, **arrays)
+
+
+def read_denoiser_weights(path: Path) -> dict[str, np.ndarray]:
+    """The parameters stored in ``path``, checked against this architecture.
+
+    Raises ``DenoiserWeightsError`` (one line naming the file) when it is missing, not a complete
+    ``.npz``, tagged with another architecture or version, or lacks a parameter of the right shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DenoiserWeightsError(f"{path}: denoiser weights file not found")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):  # a plain .npy array
+            raise DenoiserWeightsError(f"{path}: not a denoiser weights file (.npz archive expected)")
+        with archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DenoiserWeightsError(f"{path}: unreadable denoiser weights (truncated or corrupt: {reason})") from None
+    tag = str(arrays.get(_TAG_KEY, "none"))
+    if tag != ARCHITECTURE:
+        raise DenoiserWeightsError(f"{path}: weights of architecture {tag!r}, expected {ARCHITECTURE!r}")
+    version = arrays.get(_VERSION_KEY)
+    valid_version = version is not None and version.shape == () and np.issubdtype(version.dtype, np.integer)
+    if not valid_version or int(version) != FORMAT_VERSION:
+        raise DenoiserWeightsError(f"{path}: weights format version {version}, expected {FORMAT_VERSION}")
+    for name, shape in PARAMETER_SHAPES.items():
+        if name not in arrays:
+            raise DenoiserWeightsError(f"{path}: parameter {name} missing")
+        if arrays[name].shape != shape or not np.issubdtype(arrays[name].dtype, np.floating):
+            raise DenoiserWeightsError(
+                f"{path}: parameter {name} is {arrays[name].dtype} {arrays[name].shape}, expected float {shape}"
+            )
+        if not np.isfinite(arrays[name]).all():
+            raise DenoiserWeightsError(f"{path}: parameter {name} holds non-finite values")
+    return {name: arrays[name].astype(np.float32) for name in PARAMETER_SHAPES}
+
+
+def load_denoiser_weights(session: "tf.compat.v1.Session", path: Path, scope: str = "denoiser") -> None:
+    """Fill the denoiser's variables under ``scope`` from ``path`` (checked as ``read_denoiser_weights`` does)."""
+    weights = read_denoiser_weights(path)
+    for name, variable in denoiser_variables(scope).items():
+        variable.load(weights[name], session)
+
+
+class DenoiserTransform:
+    """A trained denoiser as a defense transform (one copy), its weights baked into the graph.
+
+    The file is read and checked on construction, so a bad file fails before any image is read.
+    """
+
+    copies = 1
+
+    def __init__(self, path: Path, scope: str = "denoiser") -> None:
+        self.path = Path(path)
+        self.scope = scope
+        self._weights = read_denoiser_weights(self.path)
+
+    @property
+    def name(self) -> str:
+        return f"denoiser({self.path.name})"
+
+    def __call__(self, pixels: "tf.Tensor") -> "tf.Tensor":
+        return build_denoiser(pixels, self.scope, weights=self._weights)
+
+
+@dataclass
+class DenoiserTraining:
+    """The training graph's handles; ``step`` and ``loss`` each run once per call.
+
+    ``clean`` and ``adversarial`` are placeholders ``(B, H, W, 3)`` float32 0..255 of the same images.
+    """
+
+    clean: "tf.Tensor"
+    adversarial: "tf.Tensor"
+    denoised: "tf.Tensor"
+    loss_tensor: "tf.Tensor"
+    train_op: "tf.Operation"
+    initializer: "tf.Operation" = field(repr=False)
+    """Initialises the denoiser's and the optimiser's variables only (the classifier's are restored)."""
+
+    def step(self, session: "tf.compat.v1.Session", clean: np.ndarray, adversarial: np.ndarray) -> float:
+        """One optimiser step; returns the loss before it."""
+        loss, _ = session.run([self.loss_tensor, self.train_op], {self.clean: clean, self.adversarial: adversarial})
+        return float(loss)
+
+    def loss(self, session: "tf.compat.v1.Session", clean: np.ndarray, adversarial: np.ndarray) -> float:
+        """The loss without training."""
+        return float(session.run(self.loss_tensor, {self.clean: clean, self.adversarial: adversarial}))
+
+
+def build_denoiser_training(
+    classifier_logits: Callable[["tf.Tensor"], "tf.Tensor"],
+    *,
+    learning_rate: float = 1e-3,
+    scope: str = "denoiser",
+) -> DenoiserTraining:
+    """The logit-guided training step (LGD, Liao et al. 2018) in the current graph.
+
+    ``classifier_logits(pixels (N, H, W, 3) float32 0..255) -> (N, classes)`` builds the frozen
+    classifier(s); it is called once, on the denoised adversarial and clean images together. Only
+    the denoiser's variables are trained (Adam); the target logits carry no gradient.
+    """
+    from ..models.tf_compat import tf, tf1
+
+    clean = tf1.placeholder(tf.float32, [None, None, None, 3], name="clean")
+    adversarial = tf1.placeholder(tf.float32, [None, None, None, 3], name="adversarial")
+    denoised = build_denoiser(adversarial, scope)
+    logits = classifier_logits(tf.concat([denoised, clean], axis=0))
+    denoised_logits, clean_logits = tf.split(logits, 2, axis=0)
+    loss = tf.reduce_mean(tf.abs(denoised_logits - tf.stop_gradient(clean_logits)))
+    trained = list(denoiser_variables(scope).values())
+    optimizer = tf1.train.AdamOptimizer(learning_rate)
+    train_op = optimizer.minimize(loss, var_list=trained)
+    initializer = tf1.variables_initializer(trained + optimizer.variables())
+    return DenoiserTraining(clean, adversarial, denoised, loss, train_op, initializer)

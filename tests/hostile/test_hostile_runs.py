@@ -1,0 +1,73 @@
+"""Runs that outlive their time limit: nothing an entry point starts survives its run."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from nips_adv.submission.metadata import SubmissionMetadata
+from nips_adv.submission.process_tree import TAG_VARIABLE
+from nips_adv.submission.runner import run_attack_submission
+
+METADATA = SubmissionMetadata(type="attack", container="x", container_gpu="x", entry_point="run_attack.sh")
+
+# A setsid'd daemon, a double-forked one (its parent exits at once) and one that ignores SIGTERM;
+# each writes its pid and then sleeps far past any limit.
+DAEMONS = """#!/bin/sh
+setsid sh -c 'echo $$ > setsid.pid; exec sleep 1000' &
+( sh -c 'echo $$ > double_fork.pid; exec sleep 1000' & ) &
+( setsid sh -c 'trap "" TERM; echo $$ > stubborn.pid; while true; do sleep 1; done' & ) &
+while [ ! -s setsid.pid ] || [ ! -s double_fork.pid ] || [ ! -s stubborn.pid ]; do sleep 0.05; done
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _tagged_processes() -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                environment = Path(f"/proc/{entry}/environ").read_bytes()
+            except OSError:
+                continue
+            if f"{TAG_VARIABLE}=".encode() in environment and _alive(int(entry)):
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("ending", ["exits", "times out"])
+def test_no_daemon_outlives_the_run(tmp_path: Path, ending: str) -> None:
+    submission = tmp_path / "sub"
+    submission.mkdir()
+    script = DAEMONS + ("exit 0\n" if ending == "exits" else "sleep 1000\n")
+    (submission / "run_attack.sh").write_text(script)
+    (submission / "run_attack.sh").chmod(0o755)
+    result = run_attack_submission(
+        submission, METADATA, tmp_path, tmp_path, 4, time_limit=2.0 if ending == "times out" else 60, log_dir=tmp_path / "logs"
+    )
+    assert result.timed_out == (ending == "times out") and result.ok == (ending == "exits"), result.describe()
+    for name in ("setsid", "double_fork", "stubborn"):
+        pid = int((submission / f"{name}.pid").read_text())
+        assert not _alive(pid), f"the {name} daemon {pid} survived the run"
+    assert _tagged_processes() == []
+    assert result.seconds < 20
+
+
+def test_a_signal_ending_the_entry_point_is_reported_as_such(tmp_path: Path) -> None:
+    submission = tmp_path / "sub"
+    submission.mkdir()
+    (submission / "run_attack.sh").write_text("#!/bin/sh\nkill -9 $$\n")
+    (submission / "run_attack.sh").chmod(0o755)
+    started = time.monotonic()
+    result = run_attack_submission(submission, METADATA, tmp_path, tmp_path, 4, time_limit=30, log_dir=tmp_path / "logs")
+    assert result.returncode == -9 and "killed by signal 9" in result.describe()
+    assert time.monotonic() - started < 10
