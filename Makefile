@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip 'setuptools>=77' wheel
 	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
 	touch $(STAMP)
 
@@ -18,6 +18,8 @@ demo: $(STAMP)
 	$(BIN)/nips-adv demo --out demo_output
 
 test: $(STAMP)
+	$(BIN)/ruff check nips_adv tests scripts
+	$(BIN)/mypy nips_adv
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

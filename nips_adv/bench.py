@@ -1,4 +1,5 @@
-"""Speed figures of this machine for the attack: matmul peak, image-gradients per second, a 100-image run.
+"""Speed figures of this machine for the attack: matmul peak, image-gradients per second, a 100-image run,
+and for an ensemble its one-graph step against the sum of its members' own steps.
 
 Printed by ``nips-adv bench``; targets live here as figures to read, never as timed tests.
 """
@@ -10,12 +11,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .contract.images import list_png_files, read_png, write_png
+
+if TYPE_CHECKING:
+    from .models.classifier import Member
 
 INCEPTION_V3_FORWARD_GFLOP = 11.5
 """Multiply-adds x 2 of one 299x299 Inception V3 forward pass (5.7 G multiply-adds)."""
@@ -49,19 +55,79 @@ def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
 
 
 def gradient_throughput(
-    model_name: str, checkpoint: Path, *, precision: str, batch_size: int = 16, repeats: int = 3
+    members: "Sequence[Member]", *, precision: str, batch_size: int = 16, repeats: int = 3
 ) -> Throughput:
-    """Image-gradients per second (forward + backward to the pixels) at ``batch_size``, best of ``repeats``."""
-    from .attacks.losses import cross_entropy
+    """Image-gradients per second (forward + backward to the pixels) of the classifier of ``members`` (one model or
+    an ensemble, each Member with its checkpoint) at ``batch_size``, best of ``repeats``."""
     from .models.classifier import Classifier
 
+    pixels, labels = _gradient_inputs(batch_size)
+    with Classifier.create(list(members), precision=precision) as model:
+        step = _gradient_step(model, pixels, labels)
+        best = min(_timed(step) for _ in range(repeats))
+    return Throughput(f"{_list_text(members)} {precision} batch {batch_size}", batch_size / best, best)
+
+
+@dataclass(frozen=True)
+class EnsembleStep:
+    """One gradient step of an ensemble (one graph, one ``session.run``) and of each member alone, measured together."""
+
+    members: tuple[Throughput, ...]
+    ensemble: Throughput
+
+    @property
+    def members_seconds(self) -> float:
+        """The sum of the members' own step times: what running them one after another costs."""
+        return sum(member.seconds_per_call for member in self.members)
+
+    @property
+    def ratio(self) -> float:
+        """Ensemble step time / the sum of the members' (issue 11's target: at most 1.05)."""
+        return self.ensemble.seconds_per_call / self.members_seconds
+
+
+def ensemble_step(
+    members: "Sequence[Member]", *, precision: str = "float32", batch_size: int = 16, repeats: int = 3
+) -> EnsembleStep:
+    """Time a gradient step of each member alone and of the ensemble of ``members``, best of ``repeats`` each.
+
+    The classifiers are all open at once and timed in interleaved rounds (each round times every
+    one once), so a neighbour's load on a shared machine falls on the members and the ensemble alike.
+    """
+    from contextlib import ExitStack
+
+    from .models.classifier import Classifier
+
+    pixels, labels = _gradient_inputs(batch_size)
+    groups = [[member] for member in members] + [list(members)]
+    with ExitStack() as stack:
+        steps = [
+            _gradient_step(stack.enter_context(Classifier.create(group, precision=precision)), pixels, labels) for group in groups
+        ]
+        best = [min(times) for times in zip(*[[_timed(step) for step in steps] for _ in range(repeats)])]
+    figures = [
+        Throughput(f"{_list_text(group)} {precision} batch {batch_size}", batch_size / seconds, seconds)
+        for group, seconds in zip(groups, best)
+    ]
+    return EnsembleStep(tuple(figures[:-1]), figures[-1])
+
+
+def _gradient_inputs(batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     pixels = np.random.default_rng(0).integers(0, 256, size=(batch_size, 299, 299, 3), dtype=np.uint8)
-    labels = np.arange(1, batch_size + 1)
-    with Classifier.create(model_name, checkpoint, precision=precision) as model:
-        gradient_of = model.gradient_function(cross_entropy)
-        gradient_of(pixels, labels)
-        best = min(_timed(lambda: gradient_of(pixels, labels)) for _ in range(repeats))
-    return Throughput(f"{model_name} {precision} batch {batch_size}", batch_size / best, best)
+    return pixels, np.arange(1, batch_size + 1) % 1000 + 1
+
+
+def _gradient_step(model, pixels: np.ndarray, labels: np.ndarray):
+    """The attack's step on ``model`` (cross-entropy gradient w.r.t. the pixels), compiled and run once to warm up."""
+    from .attacks.losses import cross_entropy
+
+    gradient_of = model.gradient_function(cross_entropy)
+    gradient_of(pixels, labels)
+    return lambda: gradient_of(pixels, labels)
+
+
+def _list_text(members: "Sequence[Member]") -> str:
+    return ",".join(member.model if member.weight == 1 else f"{member.model}:{member.weight!r}" for member in members)
 
 
 @dataclass(frozen=True)
@@ -73,7 +139,7 @@ class AttackRunTime:
 
 def attack_wall_time(
     model_name: str,
-    checkpoint: Path,
+    checkpoint: str,
     *,
     images_dir: Path | None,
     count: int = 100,
@@ -81,7 +147,9 @@ def attack_wall_time(
     precision: str = "float32",
     time_budget: str = "auto",
 ) -> AttackRunTime:
-    """Wall time of ``nips-attack INPUT OUTPUT eps`` with default settings on ``count`` images, as a user runs it."""
+    """Wall time of ``nips-attack INPUT OUTPUT eps`` with default settings on ``count`` images, as a user runs it.
+
+    ``model_name`` and ``checkpoint`` are the tool's ``--model`` and ``--checkpoint`` (lists for an ensemble)."""
     with tempfile.TemporaryDirectory(prefix="nips_adv_bench_") as scratch:
         input_dir, output_dir = Path(scratch) / "input", Path(scratch) / "output"
         input_dir.mkdir()

@@ -4,7 +4,7 @@ The photos are scikit-image's bundled samples (no download), cropped to a box an
 299x299 as the official dataset's images are. Their true labels were checked by hand against
 the photos; the target classes are fixed here, chosen far from the true ones. The tools run as
 subprocesses, exactly as a user (or the organisers) would call them, and the defense's
-``result.csv`` files are scored with ``nips_adv.scoring``.
+``result.csv`` files are scored with ``nips_adv.evaluation.accuracy``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from .contract.constants import IMAGE_SIZE, TARGET_CLASS_FILE
 from .contract.csv_files import write_label_file
 from .contract.images import read_png, write_png
 from .download.dataset import crop_and_resize
-from .labels import class_name
-from .scoring import ScoreReport, score_prediction_file
+from .contract.labels import class_name
+from .evaluation.accuracy import ScoreReport, score_prediction_file
 
 DEFAULT_MODEL = "efficientnet_lite0"
 DEFAULT_EPSILON = 16.0
@@ -172,7 +172,7 @@ def run_demo(
     out_dir: Path,
     *,
     model_name: str = DEFAULT_MODEL,
-    checkpoint: Path | None = None,
+    checkpoint: str | Path | None = None,
     eps: float = DEFAULT_EPSILON,
     iterations: int | None = None,
     photos: tuple[SamplePhoto, ...] = SAMPLE_PHOTOS,
@@ -182,7 +182,9 @@ def run_demo(
 
     Everything goes under ``out_dir`` (see DemoLayout); PNGs left in its image folders by an
     earlier run are removed first, so that only this run's photos are attacked and shown.
-    ``iterations`` overrides the tools' defaults (10 non-targeted, 20 targeted).
+    ``iterations`` overrides the tools' defaults (10 non-targeted, 20 targeted). ``model_name`` and
+    ``checkpoint`` are the tools' ``--model`` and ``--checkpoint``: a model list (``a,b:0.5``) runs the
+    ensemble in all three tools.
     """
     started = time.perf_counter()
     layout = DemoLayout(Path(out_dir))
@@ -205,7 +207,7 @@ def run_demo(
     for kind, folder in (("clean", layout.images), ("adversarial", layout.adversarial), ("targeted", layout.targeted)):
         result_csv = layout.predictions / f"{kind}.csv"
         run_tool("nips-defense", [str(folder), str(result_csv), *common])
-        reports[kind] = score_prediction_file(result_csv, dataset)
+        reports[kind] = score_prediction_file(result_csv, layout.dataset_csv)
 
     result = DemoResult(
         model_name=model_name,

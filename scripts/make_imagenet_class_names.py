@@ -15,6 +15,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from nips_adv.atomic import write_text_atomically
+
 INFO = "timm/data/_info/"
 DESTINATION = Path(__file__).resolve().parents[1] / "nips_adv" / "data" / "imagenet_class_names.txt"
 
@@ -33,7 +35,7 @@ def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit(__doc__)
     names = class_names_from_timm_wheel(Path(sys.argv[1]))
-    DESTINATION.write_text("\n".join(names) + "\n", encoding="utf-8")
+    write_text_atomically(DESTINATION, "\n".join(names) + "\n")
     print(f"wrote {len(names)} names to {DESTINATION}")
 
 

@@ -40,8 +40,10 @@ class CountingModel:
         self.call_labels: list[np.ndarray | None] = []
 
     def gradient_function(self, loss, transform=None):
+        copies = 1 if transform is None else transform.copies  # each copy costs an image-gradient
+
         def gradient_of(pixels, labels, weights=None):
-            self.clock.now += self.seconds_per_image(len(self.call_sizes)) * len(pixels)
+            self.clock.now += self.seconds_per_image(len(self.call_sizes)) * len(pixels) * copies
             self.call_sizes.append(len(pixels))
             self.call_labels.append(np.asarray(labels).copy())
             return np.ones(pixels.shape, np.float32)

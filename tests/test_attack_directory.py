@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+from attack_fakes import CountingModel, FakeClock, write_inputs
 
 from nips_adv.attacks.directory import attack_directory
 from nips_adv.attacks.sign_gradient import method_config
 from nips_adv.contract.csv_files import write_label_file
-
-from attack_fakes import CountingModel, FakeClock, write_inputs
 
 
 def test_true_labels_replace_the_own_belief_and_a_missing_one_falls_back_to_the_prediction(tmp_path: Path) -> None:

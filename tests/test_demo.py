@@ -19,8 +19,8 @@ from PIL import Image
 from nips_adv.cli.main import main
 from nips_adv.contract.csv_files import read_dataset_csv, read_label_file
 from nips_adv.contract.images import read_png
+from nips_adv.contract.labels import class_name
 from nips_adv.demo import SAMPLE_PHOTOS, DemoLayout, load_sample_photo
-from nips_adv.labels import class_name
 
 pytest.importorskip("skimage", reason="the demo's photos come with scikit-image (the demo extra)")
 
@@ -35,7 +35,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoLayout, str]
 
 
 def test_sample_photos_are_classified_as_their_hand_checked_labels() -> None:
-    from nips_adv.models.runtime import Classifier
+    from nips_adv.models.classifier import Classifier
 
     pixels = np.stack([load_sample_photo(photo) for photo in SAMPLE_PHOTOS])
     assert pixels.shape == (len(SAMPLE_PHOTOS), 299, 299, 3) and pixels.dtype == np.uint8
@@ -105,3 +105,60 @@ def test_demo_refuses_an_output_that_is_a_file(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert str(target) in result.output
     assert target.read_text() == "mine"
+
+
+STAND_IN_TOOL = """#!{python}
+import shutil, sys
+from pathlib import Path
+
+with open({log!r}, "a") as log:
+    log.write(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) + "\\n")
+source, target = Path(sys.argv[1]), Path(sys.argv[2])
+if Path(sys.argv[0]).name == "nips-defense":
+    target.write_text("".join(f"{{path.name}},1\\n" for path in sorted(source.glob("*.png"))))
+else:
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.glob("*.png"):
+        shutil.copy(path, target / path.name)
+"""
+
+
+def test_demo_passes_an_ensemble_to_all_three_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-in tools record their command lines: each gets the same --model and --checkpoint lists."""
+    import sys
+
+    from nips_adv import demo as demo_module
+
+    log = tmp_path / "calls.txt"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("nips-attack", "nips-targeted-attack", "nips-defense"):
+        (bin_dir / tool).write_text(STAND_IN_TOOL.format(python=sys.executable, log=str(log)))
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setattr(demo_module, "find_tool", lambda name: str(bin_dir / name))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["demo", "--out", str(out), "--model", "efficientnet_lite0,efficientnet_lite1:0.5", "--checkpoint", ",/x/l1.ckpt", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    calls = log.read_text().splitlines()
+    assert [call.split()[0] for call in calls] == ["nips-attack", "nips-targeted-attack"] + ["nips-defense"] * 3
+    assert all("--model efficientnet_lite0,efficientnet_lite1:0.5 --checkpoint ,/x/l1.ckpt" in call for call in calls)
+    assert "efficientnet_lite0,efficientnet_lite1:0.5, eps 16" in result.stdout and (out / "grid.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--model", "efficientnet_lite0,nope"], "unknown model 'nope'"),
+        (["--model", "efficientnet_lite0:abc"], "weight 'abc' of model efficientnet_lite0 is not a positive number"),
+        (["--model", "efficientnet_lite0,efficientnet_lite1", "--checkpoint", "a,b,c"], "3 checkpoint(s) 'a,b,c' for 2 model(s)"),
+    ],
+)
+def test_demo_refuses_a_bad_model_list_in_one_line(tmp_path: Path, options: list[str], message: str) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["demo", "--out", str(out), *options])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("nips-adv demo: error: ") and message in lines[0], lines
+    assert not out.exists()

@@ -31,9 +31,9 @@ from nips_adv.download.checkpoints import (
     install_checkpoint,
     rewrite_checkpoint,
 )
-from nips_adv.models.checkpoints import CheckpointError
 from nips_adv.download.dataset import FAILED_FILE, download_dataset, mirrored_url
 from nips_adv.download.http import FetchError, RetryPolicy, fetch_to_file
+from nips_adv.models.checkpoints import CheckpointError
 
 FAST = RetryPolicy(attempts=2, backoff_s=0.01, timeout_s=2.0)
 FAST_OPTIONS = ["--quiet", "--retries", "1", "--backoff", "0.01", "--timeout", "2"]

@@ -13,8 +13,10 @@ import pytest
 
 from nips_adv.contract.csv_files import read_dataset_csv
 from nips_adv.contract.images import read_png
-from nips_adv.labels import class_name
+from nips_adv.contract.labels import class_name
 from nips_adv.models import CheckpointError, get_model_spec, list_models
+from nips_adv.models.catalogue import default_checkpoint, prepare_weights
+from nips_adv.models.classifier import Classifier
 from nips_adv.models.efficientnet_lite import (
     VARIANTS,
     convert_efficientnet_lite,
@@ -24,8 +26,6 @@ from nips_adv.models.efficientnet_lite import (
     torch_to_tf_variables,
     variable_shapes,
 )
-from nips_adv.models.catalogue import default_checkpoint, prepare_weights
-from nips_adv.models.classifier import Classifier
 from nips_adv.models.torch_weights import read_torch_state_dict
 
 MODEL_NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")

@@ -24,9 +24,9 @@ from click.testing import CliRunner
 from nips_adv.cli.evaluate import evaluate_command, report_command
 from nips_adv.contract.images import read_png, resize_pixels, write_png
 from nips_adv.evaluation import plan as plan_module
-from nips_adv.evaluation.pool import PoolEntry, Pool
-from nips_adv.evaluation.scoring import compute_scores
+from nips_adv.evaluation.matrices import compute_scores
 from nips_adv.evaluation.plan import DatasetImage
+from nips_adv.evaluation.pool import Pool, PoolEntry
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "submissions" / "samples"
@@ -417,13 +417,13 @@ def test_samples_with_a_real_model(shared_data: Path, tmp_path: Path) -> None:
             "--output-dir", str(out), "--epsilon", "16", "--jobs", "2", "--quiet",
         ],
     )
-    # The dev CSV has 1000 rows for our 2 images: reported, so exit 1; nothing else may go wrong.
-    assert result.exit_code == 1, result.output
+    # The dev CSV has 1000 rows for our 2 images: a warning (exit 0); nothing else may go wrong.
+    assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
-    assert [line for line in results["problems"] if "absent from" not in line] == []
+    assert results["problems"] == [] and any("absent from" in line for line in results["warnings"])
 
     from nips_adv.contract.csv_files import read_dataset_csv
-    from nips_adv.models.runtime import Classifier
+    from nips_adv.models.classifier import Classifier
 
     frame = read_dataset_csv(shared_data / "dev_dataset.csv").set_index("ImageId")
     true = {image_id: int(frame.loc[image_id, "TrueLabel"]) for image_id in image_ids}

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import ast
 import importlib.resources
-import json
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from click.testing import CliRunner
 
 import nips_adv

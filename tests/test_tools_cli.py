@@ -190,7 +190,7 @@ def test_checkpoint_of_another_model_is_one_line(tmp_path: Path, inception_v3_ch
 
 
 def test_verbose_defense_names_each_predicted_class(tmp_path: Path, inception_v3_checkpoint: Path) -> None:
-    from nips_adv.labels import class_name
+    from nips_adv.contract.labels import class_name
 
     _make_inputs(tmp_path / "in", count=2)
     result = CliRunner().invoke(

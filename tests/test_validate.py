@@ -12,8 +12,8 @@ import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
-import pytest
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from nips_adv.cli.submission import validate_command
@@ -360,3 +360,18 @@ def test_defense_rows_the_organisers_accepted_are_warnings(tmp_path: Path) -> No
     assert any("without .png (the organisers add it)" in line for line in report.warnings)
     assert any("outside 1..1000" in line for line in report.warnings)
     assert validate(archive, "defense", strict=True).status == INVALID
+
+
+def test_docker_validation_pulls_container_gpu_before_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the organisers' validator: an image that cannot be pulled is INVALID, and nothing is run."""
+    calls = tmp_path / "calls.txt"
+    docker = tmp_path / "bin" / "docker"
+    docker.parent.mkdir()
+    docker.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n[ "$1" = info ] && exit 0\necho "pull access denied" >&2\nexit 1\n')
+    docker.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{docker.parent}{os.pathsep}{os.environ['PATH']}")
+    archive = make_archive(tmp_path / "a.zip", attack_members())
+    report = validate(archive, runner=Runner("docker"))
+    assert report.status == INVALID
+    assert any("container_gpu nips-adv:test-gpu: cannot be pulled (pull access denied)" in error for error in report.errors), report.lines()
+    assert [line.split()[0] for line in calls.read_text().splitlines()] == ["info", "pull", "inspect"]

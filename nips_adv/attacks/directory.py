@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from ..contract.csv_files import read_target_classes
-from ..contract.folder_job import JobReport, input_batches
-from ..contract.images import write_png
-from ..labels import class_name
+from ..jobs.folder_job import JobReport, input_batches
+from ..contract.images import ImageBatch, iter_image_batches, list_png_files, write_png
+from ..contract.labels import class_name
 from ..models.classifier import Classifier
+from .plan import choose_plan, cost_per_image, first_pass_config
 from .sign_gradient import SignGradientConfig, sign_gradient_attack
 from .time_budget import TimeBudget
 
@@ -40,20 +41,26 @@ def attack_directory(
     eps: float,
     *,
     model: Classifier,
-    config: SignGradientConfig,
+    config: SignGradientConfig | None,
     targeted: bool = False,
     batch_size: int = 16,
     progress: bool = True,
     time_budget: TimeBudget | None = None,
     true_labels: Mapping[str, int] | None = None,
+    seed: int = 0,
 ) -> JobReport:
     """Write one adversarial PNG per input PNG (same name and size) into ``output_dir``.
+
+    ``config`` None: the default plan (``plan.py``): a one-step pass writes every image, then the
+    strongest recipe that fits ``time_budget`` (required then) overwrites them batch by batch, as
+    long as a step of the next batch fits; one log line says which recipe and why. A ``config``:
+    that recipe, one pass; with a ``time_budget`` batches after the first run fewer iterations when
+    the configured number would not finish by its deadline, down to one step (FGSM-like, the whole
+    eps) when not even one fits: a warning says so; every image is written, a missing one scores zero.
 
     Non-targeted attacks move away from the model's own top classes (``config.own_classes``;
     the contract gives no true label). Targeted attacks read ``INPUT_DIR/target_class.csv`` (ContractFileError when it is
     missing); an image absent from it is attacked toward its least-likely class, with a warning.
-    With a ``time_budget``, batches after the first run fewer iterations when the configured
-    number would not finish by its deadline (a warning says so).
 
     ``true_labels`` (file name -> label 1..1000), for studies outside the contract: a non-targeted
     attack moves away from these instead, as attack libraries are usually benchmarked; an image
@@ -61,6 +68,8 @@ def attack_directory(
     """
     if targeted and true_labels is not None:
         raise ValueError("true_labels are for non-targeted attacks: a targeted one reads target_class.csv")
+    if config is None and time_budget is None:
+        raise ValueError("the default plan needs a time budget to plan for")
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     check_output_dir(input_dir, output_dir)
     report = JobReport()
@@ -70,48 +79,144 @@ def attack_directory(
         for problem in target_file.problems:
             report.warn(f"{problem}; row skipped")
         targets = target_file.labels
-    clock = time_budget.clock if time_budget is not None else time.monotonic
-    batch_started = clock()
-    previous_iterations = config.iterations
-    for batch in input_batches(input_dir, batch_size, report, progress=progress):
-        output_dir.mkdir(parents=True, exist_ok=True)
-        batch_config = config
-        if time_budget is not None:
-            images_left = report.images_found - report.images_done - len(report.failures)
-            iterations = time_budget.iterations_for(config.iterations, images_left)
-            if iterations != config.iterations:
-                batch_config = replace(config, iterations=iterations)
-            if iterations != previous_iterations:
-                share = "all" if iterations == config.iterations else f"{iterations} of the"
-                report.warn(
-                    f"time budget: from {batch.names[0]} on, {share} {config.iterations} iterations "
-                    f"({time_budget.seconds_per_image_iteration:.2f} s per image-iteration measured; "
-                    f"{images_left} images and {time_budget.seconds_left():.0f} s left)"
-                )
-                previous_iterations = iterations
-        if targeted:
-            labels = _known_labels(batch.names, targets, model, batch.pixels, report, targeted=True)
-            for name, label in zip(batch.names, labels):
-                logger.debug("%s: toward %d (%s)", name, label, class_name(label))
-        elif true_labels is not None:
-            labels = _known_labels(batch.names, true_labels, model, batch.pixels, report, targeted=False)
-        else:
-            labels = None  # the model's own top classes on the clean batch
-        attack_started = clock()
-        adversarial = sign_gradient_attack(model, batch.pixels, eps, labels=labels, targeted=targeted, config=batch_config)
-        attack_seconds = clock() - attack_started
-        for name, pixels in zip(batch.names, adversarial):
-            write_png(pixels, output_dir / name)
-        if time_budget is not None:
-            batch_ended = clock()
-            time_budget.record(
-                images=len(batch.names),
-                iterations=batch_config.iterations,
-                attack_seconds=attack_seconds,
-                other_seconds=batch_ended - batch_started - attack_seconds,
-            )
-            batch_started = batch_ended
+    job = _Job(input_dir, output_dir, eps, model, targeted, targets, true_labels, report, seed)
+    if config is not None:
+        job.single_pass(config, batch_size, progress, time_budget)
+    else:
+        job.planned(batch_size, progress, time_budget)
     return report
+
+
+class _Job:
+    """One attack run over a folder: labels per image name, and the passes that write the outputs."""
+
+    def __init__(self, input_dir: Path, output_dir: Path, eps: float, model: Classifier, targeted: bool,
+                 targets: Mapping[str, int], true_labels: Mapping[str, int] | None, report: JobReport, seed: int) -> None:
+        self.input_dir, self.output_dir, self.eps, self.model = input_dir, output_dir, eps, model
+        self.targeted, self.targets, self.true_labels, self.report, self.seed = targeted, targets, true_labels, report, seed
+        self.labels_by_name: dict[str, int] = {}
+
+    def labels(self, batch: ImageBatch) -> np.ndarray | None:
+        """The batch's targets (or true labels); None: the model's own classes. Looked up once per image."""
+        if not self.targeted and self.true_labels is None:
+            return None
+        unknown = [index for index, name in enumerate(batch.names) if name not in self.labels_by_name]
+        if unknown:
+            names = tuple(batch.names[index] for index in unknown)
+            known = self.targets if self.targeted else self.true_labels
+            found = _known_labels(names, known, self.model, batch.pixels[unknown], self.report, targeted=self.targeted)
+            for name, label in zip(names, found):
+                self.labels_by_name[name] = int(label)
+                if self.targeted:
+                    logger.debug("%s: toward %d (%s)", name, label, class_name(int(label)))
+        return np.array([self.labels_by_name[name] for name in batch.names], dtype=np.int64)
+
+    def attack(self, batch: ImageBatch, config: SignGradientConfig) -> None:
+        adversarial = sign_gradient_attack(
+            self.model, batch.pixels, self.eps, labels=self.labels(batch), targeted=self.targeted, config=config, seed=self.seed
+        )
+        self.write(batch.names, adversarial)
+
+    def write(self, names: tuple[str, ...], images: np.ndarray) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for name, pixels in zip(names, images):
+            write_png(pixels, self.output_dir / name)
+
+    def single_pass(self, config: SignGradientConfig, batch_size: int, progress: bool, time_budget: TimeBudget | None) -> None:
+        """``config`` on every batch; the budget cuts iterations, down to one step."""
+        report = self.report
+        clock = time_budget.clock if time_budget is not None else time.monotonic
+        batch_started = clock()
+        previous_iterations = config.iterations
+        for batch in input_batches(self.input_dir, batch_size, report, progress=progress):
+            batch_config = config
+            if time_budget is not None:
+                images_left = report.images_found - report.images_done - len(report.failures)
+                if time_budget.fits(iterations=1, images=len(batch.names)):
+                    iterations = time_budget.iterations_for(config.iterations, images_left)
+                else:
+                    iterations = 1
+                if iterations != config.iterations:
+                    batch_config = replace(config, iterations=iterations)
+                if iterations != previous_iterations:
+                    share = "all" if iterations == config.iterations else f"{iterations} of the"
+                    late = "" if time_budget.fits(iterations=1, images=len(batch.names)) else "not even one step fits; "
+                    report.warn(
+                        f"time budget: {late}from {batch.names[0]} on, {share} {config.iterations} iterations "
+                        f"({time_budget.seconds_per_image_iteration:.2f} s per image-iteration measured; "
+                        f"{images_left} images and {time_budget.seconds_left():.0f} s left)"
+                    )
+                    previous_iterations = iterations
+            attack_started = clock()
+            self.attack(batch, batch_config)
+            attack_seconds = clock() - attack_started
+            if time_budget is not None:
+                batch_ended = clock()
+                time_budget.record(
+                    images=len(batch.names),
+                    iterations=batch_config.iterations,
+                    attack_seconds=attack_seconds,
+                    other_seconds=batch_ended - batch_started - attack_seconds,
+                )
+                batch_started = batch_ended
+
+    def planned(self, batch_size: int, progress: bool, time_budget: TimeBudget) -> None:
+        """The default: a one-step pass over every image, then the plan the time left affords, revised
+        after every refinement batch from the refinement's own measured speed (up or down)."""
+        clock = time_budget.clock
+        first_budget = TimeBudget(deadline=time_budget.deadline, clock=clock)
+        self.single_pass(first_pass_config(self.targeted), batch_size, progress, first_budget)
+        done = [self.input_dir / name for name in _written_names(self.report, self.output_dir, self.input_dir)]
+        if not done or not first_budget.measured or first_budget.steady_seconds_per_image_iteration <= 0:
+            return
+        # Costs in image-gradients: the refinement's "iterations" below are gradients per image.
+        refine = TimeBudget(deadline=time_budget.deadline, clock=clock)
+        refine.assume(seconds_per_image_iteration=first_budget.steady_seconds_per_image_iteration,  # FGSM: 1 gradient
+                      seconds_per_image_overhead=first_budget.seconds_per_image_overhead)
+        source = "the first pass"
+        config: SignGradientConfig | None = None
+        images_left = len(done)
+        batch_started = clock()
+        for batch in iter_image_batches(done, batch_size, lambda error: None):
+            seconds_each = (PLAN_SAFETY * refine.seconds_left() - COMPILE_RESERVE_S) / images_left - refine.seconds_per_image_overhead
+            plan = choose_plan(targeted=self.targeted, gradients_per_image=seconds_each / refine.seconds_per_image_iteration)
+            if plan.config != config:
+                logger.info(
+                    "plan%s: %s; %s (%.3f s per image-gradient measured on %s, %d images, %.0f s left)",
+                    "" if config is None else f" from {batch.names[0]} on", plan.description, plan.reason,
+                    refine.seconds_per_image_iteration, source, images_left, refine.seconds_left(),
+                )
+                config = plan.config
+            if config is None:
+                self.report.warn(
+                    f"time budget: no more than one step fits from {batch.names[0]} on; "
+                    f"{images_left} images keep their one-step version"
+                )
+                return
+            cost = cost_per_image(config)
+            attack_started = clock()
+            self.attack(batch, config)
+            attack_seconds = clock() - attack_started
+            batch_ended = clock()
+            refine.record(images=len(batch.names), iterations=cost, attack_seconds=attack_seconds,
+                          other_seconds=batch_ended - batch_started - attack_seconds)
+            batch_started = batch_ended
+            images_left -= len(batch.names)
+            source = "the refinement"
+
+
+PLAN_SAFETY = 0.85
+"""The plan spends 85% of the time left: the refinement's graph (copies, transforms) is compiled on
+its first batch and its small chunks run a little slower per gradient than the first pass's batches."""
+
+
+COMPILE_RESERVE_S = 10.0
+"""Seconds kept for building the refinement's gradient graph (transforms and copies), before its first batch."""
+
+
+def _written_names(report: JobReport, output_dir: Path, input_dir: Path) -> list[str]:
+    """The inputs the first pass wrote (every readable one), in the listing's order."""
+    return [path.name for path in list_png_files(input_dir) if (output_dir / path.name).is_file()]
 
 
 def _known_labels(

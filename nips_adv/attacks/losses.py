@@ -50,20 +50,6 @@ def margin(logits: "tf.Tensor", labels: "tf.Tensor", weights: "tf.Tensor") -> "t
     return tf.reduce_sum(tf.cast(weights, tf.float64) * distance)
 
 
-LOSSES: dict[str, Callable[["tf.Tensor", "tf.Tensor", "tf.Tensor"], "tf.Tensor"]] = {
-    "cross-entropy": cross_entropy,
-    "margin": margin,
-}
-"""The losses ``--loss`` chooses from, by name."""
-
-
-def get_loss(name: str) -> Callable[["tf.Tensor", "tf.Tensor", "tf.Tensor"], "tf.Tensor"]:
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"loss {name!r} is not one of {', '.join(LOSSES)}") from None
-
-
 def own_labels(logits: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """``(batch, count)`` labels 1..1000 of the ``count`` highest of ``(batch, 1000)`` logits, highest
     first, and their probabilities renormalised over those ``count`` (float32, rows sum to 1).
@@ -90,3 +76,18 @@ def logit_loss(logits: "tf.Tensor", labels: "tf.Tensor", weights: "tf.Tensor") -
 
     target_logits = tf.gather(tf.cast(logits, tf.float64), labels - 1, batch_dims=1)
     return tf.reduce_sum(tf.cast(weights, tf.float64) * -target_logits)
+
+
+LOSSES: dict[str, Callable[["tf.Tensor", "tf.Tensor", "tf.Tensor"], "tf.Tensor"]] = {
+    "cross-entropy": cross_entropy,
+    "margin": margin,
+    "logit": logit_loss,
+}
+"""The losses ``--loss`` chooses from, by name."""
+
+
+def get_loss(name: str) -> Callable[["tf.Tensor", "tf.Tensor", "tf.Tensor"], "tf.Tensor"]:
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"loss {name!r} is not one of {', '.join(LOSSES)}") from None

@@ -1,11 +1,24 @@
-"""The one sign-gradient loop: FGSM, I-FGSM, MI-FGSM, with input diversity (DI) and translation invariance (TI).
+"""The one sign-gradient loop: every attack method is a choice of loss, input transform and gradient rule.
 
-Variants differ only in how each gradient is obtained (the loss, and DI: a random resize-and-pad
-transform the classifier compiles in front of its networks) and transformed (TI: Gaussian
-smoothing; momentum over L1-normalised gradients). The loop chooses the loss and the transform
-(``losses.py``, ``transforms.py``); the model only differentiates them. It works in pixel units
-(0..255), the units of MAX_EPSILON, so epsilon needs no conversion; the model maps pixels to its
-own range inside its graph.
+Each step takes the gradient of a loss (``losses.py``) on the fused logits of the model, through an
+input transform the classifier compiles in front of its networks (``transforms.py``: DI, SI, Admix,
+BSR, SIA and their compositions, several copies per step), at a point chosen by the gradient rule
+(``gradient_rules.py``: the Nesterov look-ahead), then tunes it (variance tuning), smooths it (TI)
+and accumulates it (momentum over L1-normalised gradients), and moves by a signed step. Methods:
+
+- FGSM (Goodfellow et al. 2015, arXiv 1412.6572), I-FGSM (Kurakin et al. 2017, arXiv 1607.02533);
+- MI-FGSM (Dong et al. 2018, arXiv 1710.06081: 10 iterations, decay 1.0);
+- DI (Xie et al. 2019, arXiv 1803.06978: p = 0.5), TI (Dong et al. 2019, arXiv 1904.02884: 7x7 here;
+  the paper's 15x15 is for its defended models);
+- SI-NI-FGSM (Lin et al. 2020, arXiv 1908.06281: 5 scales, decay 1.0, 10 iterations);
+- VMI-/VNI-FGSM (Wang & He 2021, arXiv 2103.15571: N = 20 samples, beta = 1.5, 10 iterations);
+- Admix (Wang et al. 2021, arXiv 2102.00436: 3 mixes x 5 scales, eta 0.2, on MI-FGSM);
+- BSR (Wang et al. 2024, arXiv 2308.10299: 2x2 blocks, 24 degrees, 20 copies, on MI-FGSM);
+- SIA (Wang et al. 2023, arXiv 2309.14700: 3x3 blocks, 20 copies, on MI-FGSM);
+- the targeted logit loss (Zhao, Liu & Larson 2021, arXiv 2012.11207: DI + TI (5x5) + MI, 300
+  iterations of 2/255 at eps 16/255).
+
+Pixel units (0..255) throughout, the units of MAX_EPSILON; the model maps pixels to its range in its graph.
 """
 
 from __future__ import annotations
@@ -17,8 +30,25 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..contract.epsilon import epsilon_box, project_to_epsilon_box
+from .gradient_rules import VarianceTuning, momentum_update, nesterov_point
 from .losses import LOSSES, get_loss, own_labels
-from .transforms import DEFAULT_DIVERSITY_SCALE, InputDiversity
+from .transforms import (
+    DEFAULT_DIVERSITY_SCALE,
+    Admix,
+    BlockShuffleRotation,
+    InputDiversity,
+    ScaleInvariance,
+    StructureInvariance,
+    compose,
+)
+
+COPY_TRANSFORMS = ("si", "admix", "bsr", "sia")
+"""Transforms that make several copies per step, by name (``copy_transform``, joined with '+')."""
+
+DEFAULT_CHUNK_IMAGES = 64
+"""At most this many image-copies go through the networks in one ``session.run``: a batch of 16 with
+BSR's 20 copies is 320 network inputs, several GiB of activations; the loop splits the batch instead
+(the gradient is a sum over images, so the split changes nothing but the random draws)."""
 
 
 class GradientModel(Protocol):
@@ -36,10 +66,20 @@ class SignGradientConfig:
     """Hyperparameters of the sign-gradient family (pixel units).
 
     - ``iterations``: gradient steps; 1 with ``step_size`` = eps is FGSM.
-    - ``step_size``: pixels per step; None means ``step_scale`` * eps / iterations.
+    - ``step_size``: pixels per step; None means ``step_fraction`` * eps when that is set, else
+      ``step_scale`` * eps / iterations.
     - ``step_scale``: with 1 the steps add up to eps exactly (the budget is reachable, not exceeded);
       more lets the iterate reach the bound early and go on moving along it.
+    - ``step_fraction``: a step of this fraction of eps whatever the iterations (Zhao et al.'s 2/255
+      at 16/255 is 1/8), for long runs whose iterations the time budget may cut.
     - ``decay``: momentum factor mu of MI-FGSM (Dong et al. 2018); 0 gives I-FGSM.
+    - ``nesterov``: take each gradient at NI-FGSM's look-ahead point (Lin et al. 2020).
+    - ``variance_samples``: VMI/VNI's N neighbours per step (Wang & He 2021); 0 is off. Each costs
+      one more gradient per step. ``variance_beta``: their radius, times eps.
+    - ``copy_transform``: '' or names of ``COPY_TRANSFORMS`` joined by '+' (``"si"``, ``"admix"``,
+      ``"bsr"``, ``"sia"``), each with its paper's settings; DI, when on, is applied to every copy.
+    - ``copies``: overrides the copies of ``copy_transform``: BSR's and SIA's copies, SI's scales,
+      Admix's mixes (each of 5 scales). None: the paper's.
     - ``diversity_prob``: probability of the DI transform per step (Xie et al. 2019); 0 is off.
     - ``diversity_scale``: DI pads to this multiple of the model's input side.
     - ``ti_kernel_size``: side of the TI Gaussian kernel (Dong et al. 2019); 0 is off.
@@ -49,20 +89,28 @@ class SignGradientConfig:
       expected cross-entropy under the model's own belief). On a confident image that is the
       usual loss of its prediction; on an unsure one it also pushes down the runners-up, among
       which the true class usually is, instead of pushing the image onto it. 1: the prediction alone.
-    - ``loss``: ``cross-entropy`` or ``margin`` (the best rival logit minus the label's; see
-      ``nips_adv.attacks.losses``). Non-targeted attacks ascend it, targeted ones descend it.
+    - ``loss``: a name of ``LOSSES`` (cross-entropy, margin, logit). Non-targeted attacks ascend it,
+      targeted ones descend it.
+    - ``chunk_images``: at most this many image-copies per ``session.run`` (memory bound).
     """
 
     iterations: int = 10
     step_size: float | None = None
     step_scale: float = 1.0
+    step_fraction: float | None = None
     decay: float = 1.0
+    nesterov: bool = False
+    variance_samples: int = 0
+    variance_beta: float = 1.5
+    copy_transform: str = ""
+    copies: int | None = None
     diversity_prob: float = 0.0
     diversity_scale: float = DEFAULT_DIVERSITY_SCALE
     ti_kernel_size: int = 0
     ti_sigmas: float = 3.0
     own_classes: int = 5
     loss: str = "cross-entropy"
+    chunk_images: int = DEFAULT_CHUNK_IMAGES
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
@@ -71,8 +119,22 @@ class SignGradientConfig:
             raise ValueError(f"step size must be positive, got {self.step_size}")
         if self.step_scale <= 0:
             raise ValueError(f"step scale must be positive, got {self.step_scale}")
+        if self.step_fraction is not None and self.step_fraction <= 0:
+            raise ValueError(f"step fraction must be positive, got {self.step_fraction}")
         if self.decay < 0:
             raise ValueError(f"decay must be non-negative, got {self.decay}")
+        if self.variance_samples < 0:
+            raise ValueError(f"variance samples must be non-negative, got {self.variance_samples}")
+        if self.variance_beta < 0:
+            raise ValueError(f"variance beta must be non-negative, got {self.variance_beta}")
+        names = [name for name in self.copy_transform.split("+") if name] if self.copy_transform else []
+        unknown = [name for name in names if name not in COPY_TRANSFORMS]
+        if unknown:
+            raise ValueError(f"unknown copy transform {self.copy_transform!r}; known: {', '.join(COPY_TRANSFORMS)} (join with '+')")
+        if self.copies is not None and self.copies < 1:
+            raise ValueError(f"copies must be at least 1, got {self.copies}")
+        if self.copies is not None and not names:
+            raise ValueError("copies need a copy transform (si, admix, bsr or sia)")
         if not 0.0 <= self.diversity_prob <= 1.0:
             raise ValueError(f"diversity probability must be in [0, 1], got {self.diversity_prob}")
         if self.diversity_scale < 1.0:
@@ -83,13 +145,45 @@ class SignGradientConfig:
             raise ValueError(f"own classes must be 1..1000, got {self.own_classes}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.chunk_images < 1:
+            raise ValueError(f"chunk images must be at least 1, got {self.chunk_images}")
 
     @property
-    def transform(self) -> InputDiversity | None:
-        """The input transform each gradient sees: DI when ``diversity_prob`` > 0, else none."""
-        if self.diversity_prob <= 0:
-            return None
-        return InputDiversity(probability=self.diversity_prob, scale=self.diversity_scale)
+    def transform(self) -> Any:
+        """The input transform each gradient sees: the copy transforms, then DI on every copy; None for none."""
+        parts = [_copy_transform(name, self.copies) for name in self.copy_transform.split("+") if name]
+        if self.diversity_prob > 0:
+            parts.append(InputDiversity(probability=self.diversity_prob, scale=self.diversity_scale))
+        return compose(*parts) if parts else None
+
+    @property
+    def copies_per_gradient(self) -> int:
+        """Network inputs per image per gradient: the transform's copies (1 without one)."""
+        transform = self.transform
+        return 1 if transform is None else int(transform.copies)
+
+    @property
+    def gradients_per_iteration(self) -> int:
+        """Image-copy gradients per image per iteration: the copies, times 1 + the VMI samples."""
+        return self.copies_per_gradient * (1 + self.variance_samples)
+
+    def step_for(self, eps: float) -> float:
+        """Pixels per step at ``eps``."""
+        if self.step_size is not None:
+            return self.step_size
+        if self.step_fraction is not None:
+            return self.step_fraction * eps
+        return self.step_scale * eps / self.iterations
+
+
+def _copy_transform(name: str, copies: int | None) -> Any:
+    if name == "si":
+        return ScaleInvariance() if copies is None else ScaleInvariance(scales=copies)
+    if name == "admix":
+        return Admix() if copies is None else Admix(mixes=copies)
+    if name == "bsr":
+        return BlockShuffleRotation() if copies is None else BlockShuffleRotation(copies=copies)
+    return StructureInvariance() if copies is None else StructureInvariance(copies=copies)
 
 
 METHODS: dict[str, SignGradientConfig] = {
@@ -101,6 +195,19 @@ METHODS: dict[str, SignGradientConfig] = {
     "mi-fgsm": SignGradientConfig(iterations=10, decay=1.0),
     "di-mi-fgsm": SignGradientConfig(iterations=10, decay=1.0, diversity_prob=0.5),
     "ti-di-mi-fgsm": SignGradientConfig(iterations=10, decay=1.0, diversity_prob=0.5, ti_kernel_size=7),
+    "ni-fgsm": SignGradientConfig(iterations=10, decay=1.0, nesterov=True),
+    "si-ni-fgsm": SignGradientConfig(iterations=10, decay=1.0, nesterov=True, copy_transform="si"),
+    "si-ni-ti-di-fgsm": SignGradientConfig(
+        iterations=10, decay=1.0, nesterov=True, copy_transform="si", diversity_prob=0.5, ti_kernel_size=7
+    ),
+    "vmi-fgsm": SignGradientConfig(iterations=10, decay=1.0, variance_samples=20),
+    "vni-fgsm": SignGradientConfig(iterations=10, decay=1.0, nesterov=True, variance_samples=20),
+    "admix": SignGradientConfig(iterations=10, decay=1.0, copy_transform="admix"),
+    "bsr": SignGradientConfig(iterations=10, decay=1.0, copy_transform="bsr"),
+    "sia": SignGradientConfig(iterations=10, decay=1.0, copy_transform="sia"),
+    "logit-ti-di-mi-fgsm": SignGradientConfig(
+        iterations=300, decay=1.0, diversity_prob=0.5, ti_kernel_size=5, loss="logit", step_fraction=1 / 8
+    ),
 }
 """Named presets, as non-targeted attacks run them; ``method_config`` adapts them to targeted ones."""
 
@@ -117,12 +224,13 @@ and Lite2 instead of 8 and 4). Non-targeted presets keep eps / iterations."""
 
 def method_config(method: str, *, targeted: bool = False, **overrides: object) -> SignGradientConfig:
     """The preset ``method`` (for a targeted attack, TARGETED_ITERATIONS steps of TARGETED_STEP_SCALE
-    unless it is FGSM's single one), then the non-None ``overrides``."""
+    unless it is FGSM's single one or sets its own step fraction, as the logit loss's 300 steps do),
+    then the non-None ``overrides``. Raises ValueError for an unknown method or a bad override."""
     try:
         config = METHODS[method]
     except KeyError:
         raise ValueError(f"unknown method {method!r}; known methods: {', '.join(METHODS)}") from None
-    if targeted and config.iterations > 1:
+    if targeted and config.iterations > 1 and config.step_fraction is None:
         config = replace(config, iterations=TARGETED_ITERATIONS, step_scale=TARGETED_STEP_SCALE)
     return replace(config, **{key: value for key, value in overrides.items() if value is not None})
 
@@ -135,6 +243,7 @@ def sign_gradient_attack(
     labels: np.ndarray | None,
     targeted: bool,
     config: SignGradientConfig,
+    seed: int | None = 0,
 ) -> np.ndarray:
     """Attack a batch and return the adversarial images, uint8, within eps of ``clean``.
 
@@ -142,6 +251,7 @@ def sign_gradient_attack(
     class to move away from or toward (targeted: the loss toward it is descended, a sign flip and
     nothing else). None (non-targeted only) means the model's own top ``config.own_classes``
     classes on ``clean``, weighted by its probabilities (one forward pass), which avoids label leaking.
+    ``seed`` seeds the numpy draws (VMI's neighbours); the transforms draw from the graph's seed.
     """
     lower, upper = epsilon_box(clean, eps)
     if labels is None and targeted:
@@ -153,27 +263,56 @@ def sign_gradient_attack(
     else:
         labels = np.asarray(labels).reshape(len(clean), -1)
         weights = np.ones(labels.shape, np.float32)
-    gradient_of = model.gradient_function(get_loss(config.loss), config.transform)
+    gradient_at = chunked_gradient(
+        model.gradient_function(get_loss(config.loss), config.transform),
+        labels,
+        weights,
+        max(1, config.chunk_images // config.copies_per_gradient),
+    )
+    rng = np.random.default_rng(seed)
+    tuning = VarianceTuning(config.variance_samples, config.variance_beta) if config.variance_samples else None
     adversarial = clean.astype(np.float32)
-    step = config.step_size if config.step_size is not None else config.step_scale * eps / config.iterations
-    direction_sign = -1.0 if targeted else 1.0
+    step = config.step_for(eps)
+    direction = -1.0 if targeted else 1.0
     momentum = np.zeros_like(adversarial)
+    variance = np.zeros_like(adversarial)
     for _ in range(config.iterations):
-        gradient = gradient_of(adversarial, labels, weights)
+        point = (
+            nesterov_point(adversarial, momentum, step=step, decay=config.decay, direction=direction)
+            if config.nesterov
+            else adversarial
+        )
+        gradient = gradient_at(point)
+        tuned = gradient + variance if tuning is not None else gradient
         if config.ti_kernel_size:
-            gradient = gaussian_smooth(gradient, config.ti_kernel_size, config.ti_sigmas)
-        # Per-image L1 normalisation keeps steps of different magnitude comparable in the momentum
-        # sum; with decay 0 it leaves the sign, hence I-FGSM and FGSM, unchanged.
-        momentum *= config.decay
-        momentum += gradient / _mean_abs(gradient)
-        adversarial += (direction_sign * step) * np.sign(momentum)
+            tuned = gaussian_smooth(tuned, config.ti_kernel_size, config.ti_sigmas)
+        momentum = momentum_update(momentum, tuned, config.decay)
+        if tuning is not None:
+            variance = tuning.variance(gradient_at, adversarial, gradient, eps=eps, rng=rng)
+        adversarial += (direction * step) * np.sign(momentum)
         np.clip(adversarial, lower, upper, out=adversarial)
     return project_to_epsilon_box(adversarial, clean, eps)
 
 
-def _mean_abs(gradient: np.ndarray) -> np.ndarray:
-    per_image = np.mean(np.abs(gradient), axis=tuple(range(1, gradient.ndim)), keepdims=True)
-    return np.maximum(per_image, np.finfo(np.float32).tiny)
+def chunked_gradient(
+    gradient_of: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    labels: np.ndarray,
+    weights: np.ndarray,
+    images_per_run: int,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``points (batch, h, w, 3) -> gradient`` through ``gradient_of``, ``images_per_run`` images per call
+    (so copies x images per ``session.run`` stay bounded); labels and weights are split alike."""
+
+    def gradient_at(points: np.ndarray) -> np.ndarray:
+        if len(points) <= images_per_run:
+            return gradient_of(points, labels, weights)
+        parts = [
+            gradient_of(points[start : start + images_per_run], labels[start : start + images_per_run], weights[start : start + images_per_run])
+            for start in range(0, len(points), images_per_run)
+        ]
+        return np.concatenate(parts, axis=0)
+
+    return gradient_at
 
 
 def gaussian_kernel_1d(size: int, sigmas: float) -> np.ndarray:

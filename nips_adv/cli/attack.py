@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..attacks.plan import NON_TARGETED_FAMILY, TARGETED_METHOD
 from ..attacks.sign_gradient import METHODS, SignGradientConfig, method_config
 from ..attacks.time_budget import AUTO_BUDGET_FRACTION, CONTRACT_SECONDS_PER_IMAGE
 from ..contract.constants import TARGET_CLASS_FILE
@@ -15,13 +16,8 @@ from ..attacks.losses import LOSSES
 from .common import EpsilonType, TimeBudgetType, configure_logging, fail, model_options, parse_model_option, resolve_epsilon
 
 
-def _step_text(config: SignGradientConfig) -> str:
-    scale = "" if config.step_scale == 1 else f"{config.step_scale:g} x "
-    return f"{scale}MAX_EPSILON/iterations"
-
-
 def _attack_command(*, program: str, targeted: bool) -> click.Command:
-    defaults = method_config("mi-fgsm", targeted=targeted)
+    family = TARGETED_METHOD if targeted else NON_TARGETED_FAMILY
     goal = (
         f"toward the class given for each image in INPUT_DIR/{TARGET_CLASS_FILE} (lines IMAGEID.png,LABEL)"
         if targeted
@@ -35,8 +31,12 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
 
         MAX_EPSILON (0..255, pixel units) bounds every pixel change: after rounding to uint8,
         |adversarial - clean| <= MAX_EPSILON. It can also be given as --eps.
-        Default: MI-FGSM, {defaults.iterations} iterations, step {_step_text(defaults)}, decay 1.0,
-        {defaults.loss} loss.
+        Default (--method auto): the strongest recipe that fits the time budget on this machine: a
+        one-step pass writes every image, then {family} with as many {'iterations (up to 300)' if targeted else 'copies per step'}
+        as the measured speed affords overwrites them batch by batch; one line on stderr says
+        which plan and why. --method or any
+        recipe option (--iterations, --copies, --decay, ...) pins a recipe instead ({family} when
+        only options are given).
 
         Exit status: 0 done, 1 some images could not be read (the others are written), 2 usage
         or set-up error.""",
@@ -47,14 +47,18 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
     @click.option("--eps", type=EpsilonType(), default=None, help="MAX_EPSILON as an option.")
     @click.option(
         "--method",
-        type=click.Choice(list(METHODS)),
-        default="mi-fgsm",
+        default="auto",
         show_default=True,
-        help="fgsm: one step of eps; i-fgsm: iterative; mi-fgsm: with momentum; di-/ti- add input "
-        "diversity and translation invariance (better transfer to other models).",
+        metavar="auto|METHOD",
+        help=f"auto: the time-budgeted plan; or one of {', '.join(METHODS)}. fgsm: one step of eps; i-fgsm: iterative; mi-fgsm: with "
+        "momentum; di-/ti-: input diversity, translation invariance; si-ni-: scale copies and Nesterov; "
+        "vmi-/vni-: variance tuning; admix, bsr, sia: copies mixed, block-shuffled and rotated, or "
+        "block-transformed; logit-ti-di-mi-fgsm: the logit loss, 300 small steps (targeted transfer).",
     )
-    @click.option("--iterations", type=click.IntRange(min=1), default=None, help=f"Gradient steps [default: {defaults.iterations}; fgsm: 1].")
-    @click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Pixels per step [default: {_step_text(defaults)}].")
+    @click.option("--iterations", type=int, default=None, help="Gradient steps [default: the method's; fgsm: 1].")
+    @click.option("--copies", type=int, default=None,
+                  help="Copies per step of si/admix/bsr/sia methods (SI scales, Admix mixes, BSR/SIA copies) [default: the paper's].")
+    @click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None, help="Pixels per step [default: the method's, e.g. MAX_EPSILON/iterations].")
     @click.option("--decay", type=click.FloatRange(min=0), default=None, help="Momentum decay of MI-FGSM [default: 1.0].")
     @click.option("--diversity-prob", type=click.FloatRange(0, 1), default=None, help="Probability of the DI transform per step.")
     @click.option("--ti-kernel", type=click.IntRange(min=0), default=None, help="Side of the TI Gaussian kernel (odd; 0 = off).")
@@ -64,7 +68,8 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
         default=None,
         help="What the steps climb (targeted: descend) for each image's class: cross-entropy, "
         "-log p(class); margin, the best other class's logit minus the class's (Carlini-Wagner), "
-        f"which keeps widening the gap after the softmax saturates [default: {defaults.loss}].",
+        "which keeps widening the gap after the softmax saturates; logit, -(the class's logit), "
+        "Zhao et al.'s targeted loss [default: the method's].",
     )
     @click.option(
         "--own-classes",
@@ -95,6 +100,7 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
         eps: float | None,
         method: str,
         iterations: int | None,
+        copies: int | None,
         step_size: float | None,
         decay: float | None,
         diversity_prob: float | None,
@@ -113,21 +119,24 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
         started = time.monotonic()
         epsilon = resolve_epsilon(max_epsilon, eps)
         if targeted and own_classes is not None:
-            raise click.UsageError("--own-classes is for non-targeted attacks: a targeted one moves toward its target")
-        try:
-            config = method_config(
-                method,
-                targeted=targeted,
-                iterations=iterations,
-                step_size=step_size,
-                decay=decay,
-                diversity_prob=diversity_prob,
-                ti_kernel_size=ti_kernel,
-                loss=loss,
-                own_classes=own_classes,
-            )
-        except ValueError as error:
-            raise click.UsageError(str(error)) from None
+            fail(program, "--own-classes is for non-targeted attacks: a targeted one moves toward its target")
+        if iterations is not None and iterations < 1:
+            fail(program, f"--iterations {iterations}: must be at least 1")
+        if copies is not None and copies < 1:
+            fail(program, f"--copies {copies}: must be at least 1")
+        overrides = dict(
+            iterations=iterations, copies=copies, step_size=step_size, decay=decay, diversity_prob=diversity_prob,
+            ti_kernel_size=ti_kernel, loss=loss, own_classes=own_classes,
+        )
+        if method != "auto" and method not in METHODS:
+            fail(program, f"--method {method!r} is unknown; known: auto, {', '.join(METHODS)}")
+        pinned = method != "auto" or any(value is not None for value in overrides.values())
+        config: SignGradientConfig | None = None
+        if pinned:
+            try:
+                config = method_config(family if method == "auto" else method, targeted=targeted, **overrides)
+            except ValueError as error:
+                fail(program, str(error))
         members = parse_model_option(program, model_name, checkpoint)
         configure_logging(program, verbose=verbose)
 
@@ -143,9 +152,10 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
             check_output_dir(input_dir, output_dir)
             if targeted and not (input_dir / TARGET_CLASS_FILE).is_file():
                 fail(program, f"{input_dir / TARGET_CLASS_FILE}: missing (a targeted attack needs it)")
-            if time_budget == "auto":
+            if time_budget == "auto" or (time_budget is None and config is None):
+                # The default plan needs a budget to plan for: with 'off', the contract's.
                 time_budget = auto_budget_seconds(len(list_png_files(input_dir)))
-            budget = TimeBudget(deadline=started + time_budget) if time_budget else None
+            budget = TimeBudget(deadline=started + time_budget) if time_budget is not None else None
             with Classifier.create(members, precision=precision, seed=seed) as model:
                 report = attack_directory(
                     input_dir,
@@ -157,6 +167,7 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
                     batch_size=batch_size,
                     progress=not quiet,
                     time_budget=budget,
+                    seed=seed,
                 )
         except (CheckpointError, ContractFileError, OutputDirError, ModelListError) as error:
             fail(program, str(error))

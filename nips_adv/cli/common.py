@@ -6,15 +6,33 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import click
 
+from ..contract.constants import DEFAULT_BATCH_SIZE
 from ..contract.epsilon import validate_epsilon
-from ..models.catalogue import ModelListError
+from ..models.catalogue import DEFAULT_MODEL, ModelListError
 
-DEFAULT_MODEL = "inception_v3"
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+"""Context settings of every command: -h as well as --help."""
+
+EXIT_SOME_FAILED = 1
+"""Done, but some inputs could not be used (named on stderr)."""
+EXIT_CANNOT_RUN = 2
+"""Usage or set-up error: nothing was done."""
+
+FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
+"""An existing folder argument."""
+INPUT_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+"""An existing file argument."""
+OUTPUT_FOLDER = click.Path(file_okay=False, path_type=Path)
+"""A folder the command creates if needed."""
+
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 class EpsilonType(click.ParamType):
@@ -58,9 +76,16 @@ def resolve_epsilon(positional: float | None, option: float | None) -> float:
     """The organisers' positional MAX_EPSILON or ``--eps``: exactly one of them (or both equal)."""
     if positional is None and option is None:
         raise click.UsageError("give MAX_EPSILON, as the third argument or as --eps")
-    if positional is not None and option is not None and positional != option:
+    if positional is None:
+        assert option is not None  # one of them: checked above
+        return option
+    if option is not None and positional != option:
         raise click.UsageError(f"MAX_EPSILON {positional:g} and --eps {option:g} disagree")
-    return positional if positional is not None else option
+    return positional
+
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar (errors and warnings still print).")
+"""``--quiet``/``-q``, the same in every command."""
 
 
 def model_options(command: Callable) -> Callable:
@@ -84,7 +109,7 @@ def model_options(command: Callable) -> Callable:
             "--model's order (an empty entry: that model's default). Default: the model's file in "
             "$NIPS_ADV_CHECKPOINTS, else ~/.cache/nips_adv/checkpoints.",
         ),
-        click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per batch."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True, help="Images per batch."),
         click.option(
             "--precision",
             type=click.Choice(["float32", "bfloat16"]),
@@ -102,10 +127,23 @@ def model_options(command: Callable) -> Callable:
             help="Largest input image (width x height) decoded; larger ones are named and skipped, exit 1 "
             "[default: 4096x4096 = 16777216; env NIPS_ADV_MAX_PIXELS].",
         ),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bar (errors and warnings still print)."),
+        quiet_option,
         click.option("--verbose", "-v", is_flag=True, help="Per-image details and TensorFlow's own log."),
     ]
     return functools.reduce(lambda wrapped, decorator: decorator(wrapped), reversed(decorators), command)
+
+
+def rules_option(default: str | None) -> Callable[[Command], Command]:
+    """``--rules final|dev``: whose scoring (the final round's or the development tool's)."""
+    return click.option(
+        "--rules",
+        type=click.Choice(["final", "dev"]),
+        default=default,
+        show_default=default is not None,
+        help="final: the final round's scoring (only complete attacks score defenses and vice versa, only IMAGEID.png "
+        "counts) and its result files as well; dev: the development tool's."
+        + ("" if default is not None else "  [default: the evaluation's]"),
+    )
 
 
 def _set_max_pixels(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
@@ -146,7 +184,18 @@ class _ProgramFormatter(logging.Formatter):
         return f"{self.program}: {record.levelname.lower()}: {record.getMessage()}"
 
 
-def fail(program: str, message: str, exit_code: int = 2) -> NoReturn:
+def fail(program: str, message: str, exit_code: int = EXIT_CANNOT_RUN) -> NoReturn:
     """One line on stderr and the exit code (2: the run could not start)."""
     click.echo(f"{program}: error: {message}", err=True)
     sys.exit(exit_code)
+
+
+@contextmanager
+def failing_on(program: str, *errors: type[Exception], path: object = "") -> Iterator[None]:
+    """Turn ``errors`` (their message is the line) and any OSError (naming its file, else ``path``) into ``fail``."""
+    try:
+        yield
+    except errors as error:
+        fail(program, str(error))
+    except OSError as error:
+        fail(program, f"{error.filename or path}: {error.strerror or error}")

@@ -2,21 +2,56 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
 from pathlib import Path
 
 import click
 
-from .common import configure_logging, fail, model_options, parse_model_option
+from .common import (
+    TimeBudgetType,
+    configure_logging,
+    fail,
+    model_options,
+    parse_model_option,
+)
 
 
 @click.command(name="nips-defense", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("output_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--plain", is_flag=True, help="No defense: the classifier's own argmax (what scoring uses).")
+@click.option(
+    "--recipe",
+    default=None,
+    metavar="STEP[:ARG]+...",
+    help="Transforms in front of the classifier, applied left to right: resize-pad[:VIEWS], jpeg[:QUALITY], "
+    "bits[:BITS], median[:SIZE], tv[:WEIGHT], flip, denoiser[:WEIGHTS.npz], or plain "
+    "[default: the strongest measured, see README].",
+)
+@click.option(
+    "--passes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Random passes averaged per image by a random recipe; the time budget may lower it [default: 4].",
+)
+@click.option(
+    "--time-budget",
+    type=TimeBudgetType(),
+    default="auto",
+    show_default=True,
+    help="Seconds the whole run may take; later batches average fewer random passes when the speed measured on "
+    "the first says they will not fit. auto: 4.5 s per image; off: always --passes.",
+)
 @model_options
 def defense_command(
     input_dir: Path,
     output_file: Path,
+    plain: bool,
+    recipe: str | None,
+    passes: int | None,
+    time_budget: float | str | None,
     model_name: str,
     checkpoint: str | None,
     batch_size: int,
@@ -30,19 +65,43 @@ def defense_command(
     Labels are TF-slim ImageNet labels 1..1000. Exit status: 0 done, 1 some images could not be
     read (the others are classified), 2 usage or set-up error.
     """
+    started = time.monotonic()
+    if plain and recipe not in (None, "plain"):
+        fail("nips-defense", f"--plain and --recipe {recipe!r} disagree: give one")
     members = parse_model_option("nips-defense", model_name, checkpoint)
     configure_logging("nips-defense", verbose=verbose)
 
-    from ..defense import check_output_file, classify_directory
+    from ..attacks.time_budget import TimeBudget, auto_budget_seconds
+    from ..contract.images import list_png_files
+    from ..defenses.denoiser import DenoiserWeightsError
+    from ..defenses.directory import check_output_file, classify_directory
+    from ..defenses.recipes import (
+        DEFAULT_PASSES,
+        DEFAULT_RECIPE,
+        DefendedClassifier,
+        RecipeError,
+        parse_recipe,
+    )
     from ..models.catalogue import ModelListError
     from ..models.checkpoints import CheckpointError
     from ..models.classifier import Classifier
 
+    logger = logging.getLogger("nips_adv")
     try:
-        check_output_file(input_dir, output_file)  # before the model loads: a refusal is instant
-        with Classifier.create(members, precision=precision, seed=seed) as model:
-            report = classify_directory(input_dir, output_file, model=model, batch_size=batch_size, progress=not quiet)
-    except (CheckpointError, ModelListError) as error:
+        # Recipe, weights and OUTPUT_FILE are checked before the model loads: a refusal is instant
+        # and nothing is written.
+        chosen = parse_recipe("plain" if plain else recipe or DEFAULT_RECIPE, seed=seed)
+        check_output_file(input_dir, output_file)
+        logger.debug("recipe %s, seed %d, passes %s", chosen.name, seed, passes or DEFAULT_PASSES)
+        if time_budget == "auto":
+            time_budget = auto_budget_seconds(len(list_png_files(input_dir)))
+        budget = TimeBudget(deadline=started + time_budget) if time_budget else None
+        with Classifier.create(members, precision=precision, seed=seed) as classifier:
+            model = classifier if chosen.transform is None else DefendedClassifier(classifier, chosen, passes=passes or DEFAULT_PASSES)
+            report = classify_directory(
+                input_dir, output_file, model=model, batch_size=batch_size, progress=not quiet, time_budget=budget
+            )
+    except (CheckpointError, ModelListError, RecipeError, DenoiserWeightsError) as error:
         fail("nips-defense", str(error))
     except OSError as error:
         fail("nips-defense", f"{error.filename or output_file}: {error.strerror or error}")

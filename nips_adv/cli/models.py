@@ -6,9 +6,10 @@ import click
 
 from ..models.catalogue import checkpoint_location, list_entries, weights_present
 from ..models.networks import get_architecture, list_architectures
+from .common import HELP_OPTIONS
 
 
-@click.command(name="models")
+@click.command(name="models", context_settings=HELP_OPTIONS)
 def models_command() -> None:
     """List the models the tools accept with --model (NAME[:WEIGHT],... for an ensemble), their architecture and
     whether their default checkpoint is on this machine. Reads nothing but file names; writes nothing."""

@@ -5,27 +5,40 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from .common import configure_logging, fail, model_options, parse_model_option
+from .common import (
+    EXIT_SOME_FAILED,
+    FOLDER,
+    HELP_OPTIONS,
+    INPUT_FILE,
+    configure_logging,
+    failing_on,
+    model_options,
+    parse_model_option,
+)
+
+if TYPE_CHECKING:
+    from ..evaluation.accuracy import ScoreReport
 
 MAX_NAMES_LISTED = 10
 
 
-@click.command(name="score", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("images_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.command(name="score", context_settings=HELP_OPTIONS)
+@click.argument("images_dir", required=False, type=FOLDER)
 @click.option(
     "--dataset",
     "dataset_csv",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=INPUT_FILE,
     help="Official dataset CSV (columns ImageId,...,TrueLabel,TargetClass); image IMAGEID.png is row ImageId.",
 )
 @click.option(
     "--from-predictions",
     "predictions_in",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=INPUT_FILE,
     default=None,
     help="Score this FILENAME,LABEL file (a defense's result.csv) instead of classifying IMAGES_DIR.",
 )
@@ -70,15 +83,16 @@ def score_command(
     configure_logging("nips-adv score", verbose=verbose)
 
     from ..contract.csv_files import ContractFileError, write_label_file
+    from ..evaluation.accuracy import score_directory, score_prediction_file
     from ..models.catalogue import ModelListError
     from ..models.checkpoints import CheckpointError
-    from ..scoring import score_directory, score_prediction_file
 
-    try:
+    with failing_on("nips-adv score", CheckpointError, ContractFileError, ModelListError):
         if predictions_in is not None:
             report = score_prediction_file(predictions_in, dataset_csv)
             source = {"predictions_file": str(predictions_in)}
         else:
+            assert images_dir is not None  # IMAGES_DIR or --from-predictions: checked above
             from ..models.classifier import Classifier
 
             with Classifier.create(members, precision=precision, seed=seed) as model:
@@ -86,10 +100,6 @@ def score_command(
             source = {"images_dir": str(images_dir), "model": model_name}
             if predictions_out is not None:
                 write_label_file(predictions_out, report.predictions())
-    except (CheckpointError, ContractFileError, ModelListError) as error:
-        fail("nips-adv score", str(error))
-    except OSError as error:
-        fail("nips-adv score", f"{error.filename or ''}: {error.strerror or error}")
 
     for line in report.failures:
         click.echo(f"nips-adv score: error: {line}", err=True)
@@ -99,7 +109,7 @@ def score_command(
     else:
         _echo_summary(report, dataset_csv)
     if not report.ok or not report.images_scored:
-        sys.exit(1)
+        sys.exit(EXIT_SOME_FAILED)
 
 
 def _echo_names(what: str, names: list[str]) -> None:
@@ -110,7 +120,7 @@ def _echo_names(what: str, names: list[str]) -> None:
     click.echo(f"nips-adv score: error: {len(names)} {what}: {shown}{more}", err=True)
 
 
-def _echo_summary(report, dataset_csv: Path) -> None:
+def _echo_summary(report: ScoreReport, dataset_csv: Path) -> None:
     if not report.images_scored:
         click.echo(f"no image could be scored against {dataset_csv}")
         return

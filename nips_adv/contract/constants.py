@@ -6,7 +6,11 @@ IMAGE_SIZE = 299
 NUM_LABELS = 1000
 """TF-slim ImageNet labels run 1..NUM_LABELS; 0 is the unused background class."""
 
+SLIM_NUM_CLASSES = NUM_LABELS + 1
+"""Logits of a TF-slim ImageNet checkpoint: the background class 0, then labels 1..NUM_LABELS."""
+
 MAX_EPSILON = 255
+"""Largest MAX_EPSILON: a perturbation of 255 may set any pixel to any value."""
 COMPETITION_EPSILONS = (4, 8, 12, 16)
 """The MAX_EPSILON values the organisers used (one per batch of 100 in the final round)."""
 
@@ -24,3 +28,10 @@ DOCKER_MEMORY_LIMIT = "24g"
 ATTACK_TYPES = ("attack", "targeted_attack")
 SUBMISSION_TYPES = ("attack", "targeted_attack", "defense")
 TARGET_CLASS_FILE = "target_class.csv"
+
+DEFAULT_EPSILON = 16
+"""MAX_EPSILON when none is given: the organisers' run_attacks_and_defenses.py default and the largest
+of COMPETITION_EPSILONS."""
+
+DEFAULT_BATCH_SIZE = 16
+"""Images per model call when the user does not say (fits a CPU's memory at 299x299)."""

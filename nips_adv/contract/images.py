@@ -82,6 +82,23 @@ def open_image_guarded(source, name: object, limit: int | None = None) -> Image.
     return image
 
 
+def image_file_name(image_id: str) -> str:
+    """The file of dataset image ``image_id``: ``IMAGEID.png``."""
+    return f"{image_id}.png"
+
+
+def image_id_of(file_name: str, suffixes: tuple[str, ...] = (".png",), *, any_case: bool = True) -> str:
+    """The ImageId of ``file_name``: the name without the first of ``suffixes`` it ends with.
+
+    ``any_case=False`` matches suffixes exactly, as the organisers read a defense's result.csv.
+    """
+    compared = file_name.lower() if any_case else file_name
+    for suffix in suffixes:
+        if compared.endswith(suffix.lower() if any_case else suffix):
+            return file_name[: -len(suffix)]
+    return file_name
+
+
 def list_png_files(input_dir: Path) -> list[Path]:
     """Every regular ``*.png`` file directly in ``input_dir`` (not recursive), sorted by name.
 
@@ -219,5 +236,5 @@ def resize_pixels(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     height, width = size
     if pixels.shape[:2] == (height, width):
         return pixels
-    resized = Image.fromarray(pixels, mode="RGB").resize((width, height), resample=Image.BICUBIC)
+    resized = Image.fromarray(pixels, mode="RGB").resize((width, height), resample=Image.Resampling.BICUBIC)
     return np.asarray(resized, dtype=np.uint8).copy()

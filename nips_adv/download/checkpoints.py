@@ -211,6 +211,8 @@ def _fetch_and_install(
         digest = sha256_of_file(archive)
     else:
         base = base_url or os.environ.get(CHECKPOINT_BASE_URL_VARIABLE)
+        if entry.url is None:
+            raise CheckpointDownloadError(f"{entry.name}: no download URL (it comes from a package)")
         source = join_url(base, entry.file_name) if base else entry.url
         archive = staging / entry.file_name
         digest = _download(source, archive, entry, policy=policy, progress=progress)

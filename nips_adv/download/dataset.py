@@ -13,20 +13,18 @@ import math
 import os
 import re
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
-import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from ..contract.constants import IMAGE_SIZE
-from ..contract.csv_files import DOWNLOAD_COLUMNS, ContractFileError, read_dataset_csv
 from ..atomic import write_bytes_atomically
-from ..contract.images import ImageReadError, open_image_guarded, to_rgb_array, write_png
+from ..contract.constants import IMAGE_SIZE
+from ..contract.csv_files import DOWNLOAD_COLUMNS, Box, ContractFileError, DatasetRow, DatasetTable, read_dataset
+from ..contract.images import ImageReadError, image_file_name, open_image_guarded, to_rgb_array, write_png
 from .http import FetchError, RetryPolicy, check_url, fetch_bytes, join_url
 
 OFFICIAL_DATASETS = {"dev": "dev_dataset.csv", "final": "final_dataset.csv"}
@@ -61,11 +59,11 @@ class ImageRequest:
 
     image_id: str
     url: str
-    box: tuple[float, float, float, float]
+    box: Box
 
     @property
     def file_name(self) -> str:
-        return f"{self.image_id}.png"
+        return image_file_name(self.image_id)
 
 
 @dataclass(frozen=True)
@@ -142,44 +140,39 @@ def mirrored_url(url: str, image_mirror: str | None) -> str:
     return join_url(image_mirror, f"{parts.netloc}{parts.path}".lstrip("/"))
 
 
-def parse_requests(frame: pd.DataFrame) -> tuple[list[ImageRequest], list[ImageFailure]]:
-    """Rows of a dataset CSV (with DOWNLOAD_COLUMNS) -> usable requests and rows rejected with a reason."""
+def parse_requests(table: DatasetTable) -> tuple[list[ImageRequest], list[ImageFailure]]:
+    """Rows of a dataset CSV (read with DOWNLOAD_COLUMNS) -> usable requests and rows rejected with a reason."""
     requests: list[ImageRequest] = []
     failures: list[ImageFailure] = []
     seen: set[str] = set()
-    for row in frame.itertuples(index=False):
-        values = row._asdict()
-        image_id = "" if pd.isna(values["ImageId"]) else str(values["ImageId"]).strip()
-        url = "" if pd.isna(values["URL"]) else str(values["URL"]).strip()
-        reason = _row_problem(image_id, url, values, seen)
-        if reason is not None:
-            failures.append(ImageFailure(image_id=image_id, url=url, reason=reason))
+    for row in table.rows:
+        reason = _row_problem(row, seen)
+        if reason is not None or row.box is None:
+            failures.append(ImageFailure(image_id=row.image_id, url=row.url, reason=reason or "no box"))
             continue
-        seen.add(image_id)
-        box = tuple(float(values[column]) for column in ("x1", "y1", "x2", "y2"))
-        requests.append(ImageRequest(image_id=image_id, url=url, box=box))  # type: ignore[arg-type]
+        seen.add(row.image_id)
+        requests.append(ImageRequest(image_id=row.image_id, url=row.url, box=row.box))
     return requests, failures
 
 
-def _row_problem(image_id: str, url: str, values: dict, seen: set[str]) -> str | None:
-    if not _IMAGE_ID.fullmatch(image_id) or ".." in image_id:
-        return f"ImageId {image_id!r} is not usable as a file name"
-    if image_id in seen:
-        return f"duplicate ImageId {image_id}"
-    if not url:
+def _row_problem(row: DatasetRow, seen: set[str]) -> str | None:
+    if not _IMAGE_ID.fullmatch(row.image_id) or ".." in row.image_id:
+        return f"ImageId {row.image_id!r} is not usable as a file name"
+    if row.image_id in seen:
+        return f"duplicate ImageId {row.image_id}"
+    if not row.url:
         return "no URL"
-    try:
-        x1, y1, x2, y2 = (float(values[column]) for column in ("x1", "y1", "x2", "y2"))
-    except (TypeError, ValueError):
-        return "box (x1, y1, x2, y2) is not numeric: " + ", ".join(str(values[c]) for c in ("x1", "y1", "x2", "y2"))
-    if not all(math.isfinite(value) for value in (x1, y1, x2, y2)):
+    if row.box is None:
+        return "box (x1, y1, x2, y2) is not numeric"
+    x1, y1, x2, y2 = row.box
+    if not all(math.isfinite(value) for value in row.box):
         return f"box ({x1}, {y1}, {x2}, {y2}) has a missing value"
     if not (0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0):
         return f"box ({x1}, {y1}, {x2}, {y2}) needs 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1"
     return None
 
 
-def crop_and_resize(image: Image.Image, box: tuple[float, float, float, float], size: int = IMAGE_SIZE) -> np.ndarray:
+def crop_and_resize(image: Image.Image, box: Box, size: int = IMAGE_SIZE) -> np.ndarray:
     """Crop ``image`` (any mode) to the relative ``box`` and resize: ``(size, size, 3)`` uint8 RGB.
 
     Raises ValueError when the box covers no whole pixel of this image.
@@ -229,7 +222,7 @@ def fetch_image(request: ImageRequest, *, policy: RetryPolicy, image_mirror: str
     return crop_and_resize(decode_image(response.data, content_type=response.content_type), request.box)
 
 
-def _load_csv(source: CsvSource, *, policy: RetryPolicy) -> tuple[bytes, pd.DataFrame]:
+def _load_csv(source: CsvSource, *, policy: RetryPolicy) -> tuple[bytes, DatasetTable]:
     """The CSV's bytes and parsed rows; DatasetError when it cannot be fetched or lacks columns."""
     if source.is_url:
         try:
@@ -238,14 +231,11 @@ def _load_csv(source: CsvSource, *, policy: RetryPolicy) -> tuple[bytes, pd.Data
             raise DatasetError(f"cannot fetch the dataset CSV: {error}") from None
     else:
         data = Path(source.location).read_bytes()
-    with tempfile.TemporaryDirectory(prefix="nips_adv_csv_") as scratch:
-        path = Path(scratch) / source.file_name
-        path.write_bytes(data)
-        try:
-            frame = read_dataset_csv(path, required_columns=DOWNLOAD_COLUMNS)
-        except ContractFileError as error:
-            raise DatasetError(str(error).replace(str(path), source.location)) from None
-    return data, frame
+    try:
+        table = read_dataset(source.location, required_columns=DOWNLOAD_COLUMNS, data=data)
+    except ContractFileError as error:
+        raise DatasetError(str(error)) from None
+    return data, table
 
 
 def write_failures(path: Path, failures: list[ImageFailure]) -> None:
@@ -286,8 +276,8 @@ def download_dataset(
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     image_mirror = image_mirror or os.environ.get(IMAGE_MIRROR_VARIABLE) or None
     csv_source = resolve_csv_source(source, csv_url=csv_url, base_url=base_url)
-    data, frame = _load_csv(csv_source, policy=policy)
-    requests, failures = parse_requests(frame)
+    data, table = _load_csv(csv_source, policy=policy)
+    requests, failures = parse_requests(table)
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -332,7 +322,7 @@ def download_dataset(
             raise
 
     # failed.csv in the CSV's row order, whatever order the threads finished in.
-    order = {str(image_id): index for index, image_id in enumerate(frame["ImageId"])}
+    order = {row.image_id: index for index, row in enumerate(table.rows)}
     summary.failures = sorted(failures, key=lambda failure: order.get(failure.image_id, -1))
     failed_csv = output_dir / FAILED_FILE
     if summary.failures:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from .pieces import RunSettings, run_piece
-from .plan import AttackPiece, DefensePiece
+from .pieces import Piece, PieceRecord, run_piece
+from .plan import RunSettings
 
 EXECUTORS = ("local", "ray")
-
-Piece = AttackPiece | DefensePiece
 
 
 class ExecutorError(Exception):
@@ -29,7 +28,7 @@ def run_pieces(
     jobs: int = 1,
     address: str | None = None,
     on_start: Callable[[Piece], None] | None = None,
-) -> Iterator[tuple[Piece, dict]]:
+) -> Iterator[tuple[Piece, PieceRecord]]:
     """Run ``pieces`` (``jobs`` at a time) and yield (piece, done record) as each finishes."""
     if executor == "local":
         yield from _run_local(pieces, settings, jobs=jobs, on_start=on_start)
@@ -39,8 +38,10 @@ def run_pieces(
         raise ExecutorError(f"unknown executor {executor!r}; expected one of {', '.join(EXECUTORS)}")
 
 
-def _run_local(pieces: Sequence[Piece], settings: RunSettings, *, jobs: int, on_start) -> Iterator[tuple[Piece, dict]]:
-    def task(piece: Piece) -> dict:
+def _run_local(
+    pieces: Sequence[Piece], settings: RunSettings, *, jobs: int, on_start: Callable[[Piece], None] | None
+) -> Iterator[tuple[Piece, PieceRecord]]:
+    def task(piece: Piece) -> PieceRecord:
         if on_start is not None:
             on_start(piece)
         return run_piece(piece, settings)
@@ -56,7 +57,9 @@ def _run_local(pieces: Sequence[Piece], settings: RunSettings, *, jobs: int, on_
             raise
 
 
-def _run_ray(pieces: Sequence[Piece], settings: RunSettings, *, jobs: int, address: str | None, on_start) -> Iterator[tuple[Piece, dict]]:
+def _run_ray(
+    pieces: Sequence[Piece], settings: RunSettings, *, jobs: int, address: str | None, on_start: Callable[[Piece], None] | None
+) -> Iterator[tuple[Piece, PieceRecord]]:
     try:
         import ray
     except ImportError:
@@ -69,7 +72,7 @@ def _run_ray(pieces: Sequence[Piece], settings: RunSettings, *, jobs: int, addre
             raise ExecutorError(f"cannot connect to Ray at {address or 'a new local instance'}: {error}") from None
     remote_piece = ray.remote(num_cpus=1)(run_piece)
     try:
-        waiting = {}
+        waiting: dict[Any, Piece] = {}
         queue = list(pieces)
         # At most `jobs` pieces in flight: Ray schedules them on the cluster's CPUs.
         limit = max(1, jobs)

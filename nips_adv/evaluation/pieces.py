@@ -15,11 +15,11 @@ Defense piece folder: ``input/`` (a private copy of its pool batch; removed afte
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,44 +27,86 @@ from ..atomic import write_text_atomically
 from ..contract.constants import TARGET_CLASS_FILE
 from ..contract.csv_files import ContractFileError, read_label_file, write_label_file
 from ..contract.epsilon import project_to_epsilon_box
-from ..contract.images import ImageReadError, read_png, resize_pixels, write_png
-from ..submission.runner import Runner, RunnerError, RunResult, run_attack_submission, run_defense_submission
-from .plan import AttackPiece, DefensePiece
+from ..contract.images import ImageReadError, image_file_name, image_id_of, read_png, resize_pixels, write_png
+from ..submission.runner import RunnerError, RunResult, run_attack_submission, run_defense_submission
+from .layout import CLIPPED_DIR, DONE_FILE, ERROR_FILE, INPUT_DIR, OUTPUT_DIR, RESULT_FILE, clipped_image
+from .plan import AttackPiece, DefensePiece, RunSettings
 
-DONE_FILE = "done.json"
-ERROR_FILE = "error.json"
-RESULT_FILE = "result.csv"
+Piece = AttackPiece | DefensePiece
+
 ATTACK_OUTPUT_SUFFIXES = (".png", ".jpg")
 """Output files the development tool picked up: IMAGEID.png or IMAGEID.jpg. The final round
 took IMAGEID.png only: done.json lists the .jpg ones under ``not_png`` so that scoring can
 follow either rule."""
+NOT_RUN = "not_run"
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    """How pieces run: the runner (``local``/``docker``, ``gpu``, ``offline``) and the seconds per piece."""
+@dataclass
+class PieceRecord:
+    """What one piece did (its ``done.json``): ``status`` is ok, failed, timed_out, error or not_run."""
 
-    runner_kind: str = "local"
-    gpu: bool = False
-    offline: bool = False
-    time_limit: float = 500.0
+    key: str
+    kind: str
+    submission: str
+    batch: int
+    status: str
+    fingerprint: str = ""
+    returncode: int | None = None
+    seconds: float | None = None
+    command: list[str] = field(default_factory=list)
+    outcome: str = ""
+    images: int | None = None
+    epsilon: int | None = None
+    """Attack pieces: the MAX_EPSILON of this batch."""
+    written: list[str] = field(default_factory=list)
+    """Attack pieces: ImageIds of the clipped adversarial images, in batch order."""
+    not_png: list[str] = field(default_factory=list)
+    """Attack pieces: ImageIds the attack wrote as IMAGEID.jpg (counted by the dev rules only)."""
+    predictions: dict[str, int] = field(default_factory=dict)
+    """Defense pieces: pool name -> label 1..1000."""
+    problems: list[str] = field(default_factory=list)
 
-    def runner(self) -> Runner:
-        return Runner(kind=self.runner_kind, gpu=self.gpu, offline=self.offline)
+    @classmethod
+    def not_run(cls, piece: Piece) -> PieceRecord:
+        return cls(piece.key, piece.submission.kind, piece.submission.name, piece.batch_index, NOT_RUN, outcome="not run")
+
+    @property
+    def produced(self) -> int:
+        """Adversarial images written (attacks) or images classified (defenses)."""
+        return len(self.predictions) if self.kind == "defense" else len(self.written)
+
+    def summary(self) -> dict[str, Any]:
+        """The record without its per-image lists: one line of the report's piece table and of results.json."""
+        names = ("key", "kind", "submission", "batch", "status", "returncode", "seconds", "outcome", "images", "epsilon")
+        return {name: getattr(self, name) for name in names} | {"produced": self.produced}
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, document: object) -> PieceRecord | None:
+        """The record in ``document``, or None when it is not one (a file from another version, damaged)."""
+        if not isinstance(document, dict):
+            return None
+        known = {item.name for item in fields(cls)}
+        try:
+            return cls(**{name: value for name, value in document.items() if name in known})
+        except TypeError:
+            return None
 
 
-def read_done(piece: AttackPiece | DefensePiece) -> dict | None:
+def read_done(piece: Piece) -> PieceRecord | None:
     """The piece's ``done.json`` if it finished with the same inputs, else None."""
-    path = Path(piece.piece_dir) / DONE_FILE
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads((Path(piece.piece_dir) / DONE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("fingerprint") == piece.fingerprint else None
+    record = PieceRecord.from_json(document)
+    return record if record is not None and record.fingerprint == piece.fingerprint else None
 
 
-def run_piece(piece: AttackPiece | DefensePiece, settings: RunSettings) -> dict:
-    """Run ``piece`` unless already done; return its ``done.json`` record (``status``: ok, failed, timed_out, error)."""
+def run_piece(piece: Piece, settings: RunSettings) -> PieceRecord:
+    """Run ``piece`` unless already done; return its record (also written to ``done.json``)."""
     record = read_done(piece)
     if record is not None:
         return record
@@ -76,40 +118,29 @@ def run_piece(piece: AttackPiece | DefensePiece, settings: RunSettings) -> dict:
         record = _run_attack_piece(piece, settings)
     else:
         record = _run_defense_piece(piece, settings)
-    record["key"] = piece.key
-    record["fingerprint"] = piece.fingerprint
     # A runner that could not start (no Docker engine...) is not the submission's fault: no
     # done.json, so the next run tries again.
-    _write_json_atomic(piece_dir / (ERROR_FILE if record["status"] == "error" else DONE_FILE), record)
+    done_file = piece_dir / (ERROR_FILE if record.status == "error" else DONE_FILE)
+    write_text_atomically(done_file, json.dumps(record.to_json(), indent=1, sort_keys=True))
     return record
 
 
-def _run_recorded(piece: AttackPiece | DefensePiece, run: Callable[[], RunResult]) -> tuple[dict, list[str]]:
-    """Run a submission; its record for done.json, and the piece's problem if it did not finish cleanly."""
+def _run_recorded(piece: Piece, run: Callable[[], RunResult]) -> PieceRecord:
+    """Run a submission; its record, with the piece's problem if it did not finish cleanly."""
+    record = PieceRecord(piece.key, piece.submission.kind, piece.submission.name, piece.batch_index, "error", fingerprint=piece.fingerprint)
     try:
-        record = _run_record(run())
+        result = run()
     except RunnerError as error:
-        record = _run_record(None, str(error))
-    problems = [] if record["status"] == "ok" else [f"{piece.key}: {record['outcome']}"]
-    return record, problems
-
-
-def _run_record(result: RunResult | None, error: str | None = None) -> dict:
-    if result is None:
-        return {"status": "error", "returncode": None, "seconds": 0.0, "command": [], "outcome": error}
-    if result.ok:
-        status = "ok"
-    elif result.timed_out:
-        status = "timed_out"
+        record.seconds, record.outcome = 0.0, str(error)
     else:
-        status = "failed"
-    return {
-        "status": status,
-        "returncode": result.returncode,
-        "seconds": round(result.seconds, 3),
-        "command": [str(part) for part in result.command],
-        "outcome": result.describe(),
-    }
+        record.status = "ok" if result.ok else "timed_out" if result.timed_out else "failed"
+        record.returncode = result.returncode
+        record.seconds = round(result.seconds, 3)
+        record.command = [str(part) for part in result.command]
+        record.outcome = result.describe()
+    if record.status != "ok":
+        record.problems.append(f"{piece.key}: {record.outcome}")
+    return record
 
 
 def _private_copy(sources: list[tuple[str, str]], folder: Path) -> None:
@@ -119,16 +150,16 @@ def _private_copy(sources: list[tuple[str, str]], folder: Path) -> None:
         shutil.copyfile(source, folder / name)
 
 
-def _run_attack_piece(piece: AttackPiece, settings: RunSettings) -> dict:
+def _run_attack_piece(piece: AttackPiece, settings: RunSettings) -> PieceRecord:
     piece_dir = Path(piece.piece_dir)
-    input_dir, output_dir, clipped_dir = piece_dir / "input", piece_dir / "output", piece_dir / "clipped"
-    _private_copy([(image.path, f"{image.image_id}.png") for image in piece.images], input_dir)
-    targeted = piece.submission.kind == "targeted_attack"
-    if targeted:
-        write_label_file(input_dir / TARGET_CLASS_FILE, {f"{image.image_id}.png": image.target_class for image in piece.images})
+    input_dir, output_dir = piece_dir / INPUT_DIR, piece_dir / OUTPUT_DIR
+    _private_copy([(image.path, image_file_name(image.image_id)) for image in piece.images], input_dir)
+    if piece.submission.kind == "targeted_attack":
+        targets = {image_file_name(image.image_id): image.target_class for image in piece.images if image.target_class is not None}
+        write_label_file(input_dir / TARGET_CLASS_FILE, targets)
     output_dir.mkdir()
-    clipped_dir.mkdir()
-    record, problems = _run_recorded(
+    (piece_dir / CLIPPED_DIR).mkdir()
+    record = _run_recorded(
         piece,
         lambda: run_attack_submission(
             Path(piece.submission.directory),
@@ -141,7 +172,11 @@ def _run_attack_piece(piece: AttackPiece, settings: RunSettings) -> dict:
             runner=settings.runner(),
         ),
     )
-    written, resized, unreadable, not_png = [], [], [], []
+    written: list[str] = []
+    resized: list[str] = []
+    unreadable: list[str] = []
+    not_png: list[str] = []
+    problems = record.problems
     for image in piece.images:
         output = _attack_output(output_dir, image.image_id)
         if output is None:
@@ -158,7 +193,7 @@ def _run_attack_piece(piece: AttackPiece, settings: RunSettings) -> dict:
             resized.append(f"{output.name} {adversarial.shape[1]}x{adversarial.shape[0]}")
             adversarial = resize_pixels(adversarial, clean.shape[:2])
         clipped = project_to_epsilon_box(adversarial.astype(np.float32), clean, piece.epsilon)
-        write_png(clipped, clipped_dir / f"{image.image_id}.png")
+        write_png(clipped, clipped_image(piece_dir, image.image_id))
         written.append(image.image_id)
     missing = [image.image_id for image in piece.images if image.image_id not in set(written)]
     if unreadable:
@@ -173,16 +208,7 @@ def _run_attack_piece(piece: AttackPiece, settings: RunSettings) -> dict:
             f"the final round did not (--rules): {', '.join(not_png[:5])}"
         )
     shutil.rmtree(input_dir, ignore_errors=True)
-    record.update(
-        kind=piece.submission.kind,
-        submission=piece.submission.name,
-        batch=piece.batch_index,
-        epsilon=piece.epsilon,
-        images=len(piece.images),
-        written=written,
-        not_png=not_png,
-        problems=problems,
-    )
+    record.epsilon, record.images, record.written, record.not_png = piece.epsilon, len(piece.images), written, not_png
     return record
 
 
@@ -194,14 +220,14 @@ def _attack_output(output_dir: Path, image_id: str) -> Path | None:
     return None
 
 
-def _run_defense_piece(piece: DefensePiece, settings: RunSettings) -> dict:
+def _run_defense_piece(piece: DefensePiece, settings: RunSettings) -> PieceRecord:
     piece_dir = Path(piece.piece_dir)
-    input_dir = piece_dir / "input"
-    _private_copy([(os.path.join(piece.pool_dir, f"{name}.png"), f"{name}.png") for name in piece.pool_names], input_dir)
-    output_dir = piece_dir / "output"
+    input_dir = piece_dir / INPUT_DIR
+    _private_copy([(str(Path(piece.pool_dir) / image_file_name(name)), image_file_name(name)) for name in piece.pool_names], input_dir)
+    output_dir = piece_dir / OUTPUT_DIR
     output_dir.mkdir()
     result_file = output_dir / RESULT_FILE
-    record, problems = _run_recorded(
+    record = _run_recorded(
         piece,
         lambda: run_defense_submission(
             Path(piece.submission.directory),
@@ -213,6 +239,7 @@ def _run_defense_piece(piece: DefensePiece, settings: RunSettings) -> dict:
             runner=settings.runner(),
         ),
     )
+    problems = record.problems
     predictions: dict[str, int] = {}
     if result_file.is_file():
         try:
@@ -226,7 +253,7 @@ def _run_defense_piece(piece: DefensePiece, settings: RunSettings) -> dict:
             unknown = []
             for file_name, label in labels.labels.items():
                 # As the organisers: a .png/.jpg suffix is dropped, the rest must name an input image.
-                stem = file_name[: file_name.rfind(".")] if file_name.endswith((".png", ".jpg")) else file_name
+                stem = image_id_of(file_name, (".png", ".jpg"), any_case=False)
                 if stem in batch:
                     predictions[stem] = label
                 else:
@@ -239,16 +266,5 @@ def _run_defense_piece(piece: DefensePiece, settings: RunSettings) -> dict:
     if unclassified and result_file.is_file():
         problems.append(f"{piece.key}: {unclassified} of {len(piece.pool_names)} image(s) not classified (counted as wrong)")
     shutil.rmtree(input_dir, ignore_errors=True)
-    record.update(
-        kind="defense",
-        submission=piece.submission.name,
-        batch=piece.batch_index,
-        images=len(piece.pool_names),
-        predictions=predictions,
-        problems=problems,
-    )
+    record.images, record.predictions = len(piece.pool_names), predictions
     return record
-
-
-def _write_json_atomic(path: Path, value: object) -> None:
-    write_text_atomically(path, json.dumps(value, indent=1, sort_keys=True))

@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..archives import ARCHIVE_SUFFIXES, ArchiveError, extract_archive, find_submission_root
-from ..contract.constants import BATCH_IMAGES, COMPETITION_EPSILONS, NUM_LABELS
-from ..contract.csv_files import read_dataset_csv
-from ..contract.images import list_png_files
+from ..contract.constants import BATCH_IMAGES, BATCH_TIME_LIMIT_S, COMPETITION_EPSILONS
+from ..contract.csv_files import labelled_rows, read_dataset
+from ..contract.images import image_file_name, image_id_of, list_png_files
 from ..submission.metadata import SubmissionError, SubmissionMetadata, read_metadata
+from .layout import batch_name, piece_dir
 
-ATTACK_TRACKS = ("attack", "targeted_attack")
+if TYPE_CHECKING:
+    from ..submission.runner import Runner
+
 CLEAN_TRACK = "clean"
 """Pseudo-track of the clean images that defenses also classify (reported, never scored)."""
 
 EPSILON_CYCLE = "cycle"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,67 @@ class Problems:
         self.warnings.append(line)
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """How pieces run: the runner (``local``/``docker``, ``gpu``, ``offline``) and the seconds per piece."""
+
+    runner_kind: str = "local"
+    gpu: bool = False
+    offline: bool = False
+    time_limit: float = BATCH_TIME_LIMIT_S
+
+    def runner(self) -> Runner:
+        from ..submission.runner import Runner
+
+        return Runner(kind=self.runner_kind, gpu=self.gpu, offline=self.offline)
+
+
+@dataclass
+class Evaluation:
+    """What was evaluated and how (``evaluation.json``): the resumed run and the report start from it."""
+
+    images: list[DatasetImage]
+    submissions: dict[str, list[Submission]]
+    """``attack``, ``targeted_attack``, ``defense`` -> the usable submissions of that kind."""
+    epsilon: int | str
+    settings: RunSettings
+    output_dir: str
+    save_all_classification: bool
+    rules: str
+    problems: list[str]
+    warnings: list[str]
+
+    @property
+    def attacks(self) -> list[Submission]:
+        """Attacks of both kinds, non-targeted first."""
+        return self.submissions["attack"] + self.submissions["targeted_attack"]
+
+    def names(self, kind: str) -> list[str]:
+        return [submission.name for submission in self.submissions[kind]]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Evaluation:
+        """Raises KeyError or TypeError when ``document`` is not an evaluation.json."""
+        return cls(
+            images=[DatasetImage(**image) for image in document["images"]],
+            submissions={
+                kind: [Submission(item["name"], item["kind"], item["directory"], SubmissionMetadata(**item["metadata"])) for item in items]
+                for kind, items in document["submissions"].items()
+            },
+            epsilon=document["epsilon"],
+            settings=RunSettings(**document["settings"]),
+            output_dir=document["output_dir"],
+            save_all_classification=document["save_all_classification"],
+            # Folders written before there was a choice were scored by the final round's rules.
+            rules=document.get("rules", "final"),
+            problems=list(document.get("problems", [])),
+            warnings=list(document.get("warnings", [])),
+        )
+
+
 def epsilon_for_batch(epsilon: int | str, batch_index: int) -> int:
     """MAX_EPSILON of dataset batch ``batch_index``: ``epsilon`` itself, or the final round's cycle."""
     if epsilon == EPSILON_CYCLE:
@@ -68,55 +136,32 @@ def epsilon_for_batch(epsilon: int | str, batch_index: int) -> int:
 
 
 def load_dataset(dataset_dir: Path, dataset_csv: Path, problems: Problems) -> list[DatasetImage]:
-    """Images named ``IMAGEID.png`` in ``dataset_dir`` that have a row in ``dataset_csv``, sorted by ImageId.
+    """Images named ``IMAGEID.png`` in ``dataset_dir`` that have a row in ``dataset_csv``, sorted by file name.
 
     Raises ContractFileError when the CSV cannot be read or lacks ImageId/TrueLabel. A missing
     TargetClass column, rows with bad labels and images without a row are recorded in
     ``problems``; rows naming images absent from the folder (evaluating on a subset) are a
     warning.
     """
-    frame = read_dataset_csv(dataset_csv, required_columns=("ImageId", "TrueLabel"))
-    has_targets = "TargetClass" in frame.columns
+    table = read_dataset(dataset_csv, required_columns=("ImageId", "TrueLabel"))
+    has_targets = "TargetClass" in table.columns
     if not has_targets:
         problems.add(f"{dataset_csv}: no TargetClass column; targeted attacks cannot be evaluated")
-    files = {path.stem: path for path in list_png_files(dataset_dir)}
-    images: list[DatasetImage] = []
-    seen: set[str] = set()
-    absent: list[str] = []
-    for line_number, row in enumerate(frame.itertuples(index=False), start=2):
-        image_id = str(getattr(row, "ImageId")).strip()
-        true_label = _label(getattr(row, "TrueLabel"))
-        target_class = _label(getattr(row, "TargetClass")) if has_targets else None
-        if true_label is None or (has_targets and target_class is None):
-            problems.add(f"{dataset_csv}:{line_number}: ImageId {image_id!r} has no valid TrueLabel/TargetClass (1..{NUM_LABELS}); skipped")
-            continue
-        if image_id in seen:
-            problems.add(f"{dataset_csv}:{line_number}: ImageId {image_id!r} repeated; the first row is used")
-            continue
-        seen.add(image_id)
-        if image_id not in files:
-            absent.append(image_id)
-            continue
-        images.append(DatasetImage(image_id, str(files[image_id]), true_label, target_class))
+    rows, skipped = labelled_rows(table, need_target=has_targets)
+    for line in skipped:
+        problems.add(line)
+    files = {image_id_of(path.name): path for path in list_png_files(dataset_dir)}
+    images = [DatasetImage(row.image_id, str(files[row.image_id]), row.true_label, row.target_class) for row in rows if row.image_id in files]  # type: ignore[arg-type]
+    absent = [row.image_id for row in rows if row.image_id not in files]
     if absent:
         problems.warn(
             f"{dataset_csv}: {len(absent)} row(s) name images absent from {dataset_dir} (evaluating on a subset): {_some(absent)}"
         )
-    without_row = sorted(set(files) - seen)
+    without_row = sorted(set(files) - {row.image_id for row in rows})
     if without_row:
         problems.add(f"{dataset_dir}: {len(without_row)} image(s) have no row in {dataset_csv} and are not evaluated: {_some(without_row)}")
     # The final round sorted file names (IMAGEID.png), which can differ from sorting the bare ids.
-    return sorted(images, key=lambda image: f"{image.image_id}.png")
-
-
-def _label(value: object) -> int | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    if number != number or not number.is_integer() or not 1 <= number <= NUM_LABELS:
-        return None
-    return int(number)
+    return sorted(images, key=lambda image: image_file_name(image.image_id))
 
 
 def _some(names: list[str], limit: int = 10) -> str:
@@ -188,11 +233,11 @@ class AttackPiece:
 
     @property
     def key(self) -> str:
-        return f"{self.submission.kind}/{self.submission.name}/batch_{self.batch_index:04d}"
+        return f"{self.submission.kind}/{self.submission.name}/{batch_name(self.batch_index)}"
 
     @property
     def fingerprint(self) -> str:
-        return _fingerprint([self.submission.name, self.epsilon, [image.image_id for image in self.images]])
+        return digest([self.submission.name, self.epsilon, [image.image_id for image in self.images]])
 
 
 @dataclass(frozen=True)
@@ -208,29 +253,30 @@ class DefensePiece:
 
     @property
     def key(self) -> str:
-        return f"defense/{self.submission.name}/batch_{self.batch_index:04d}"
+        return f"defense/{self.submission.name}/{batch_name(self.batch_index)}"
 
     @property
     def fingerprint(self) -> str:
-        return _fingerprint([self.submission.name, self.pool_fingerprint, list(self.pool_names)])
+        return digest([self.submission.name, self.pool_fingerprint, list(self.pool_names)])
 
 
-def _fingerprint(value: object) -> str:
+def digest(value: object) -> str:
+    """A short digest of ``value`` (JSON-able): a piece or pool whose inputs change gets a new one."""
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
-def dataset_batches(images: list[DatasetImage]) -> list[tuple[DatasetImage, ...]]:
-    """The dataset in batches of BATCH_IMAGES, in order; the last may be shorter."""
-    return [tuple(images[start : start + BATCH_IMAGES]) for start in range(0, len(images), BATCH_IMAGES)]
+def batches(items: Sequence[T]) -> list[tuple[T, ...]]:
+    """``items`` in batches of BATCH_IMAGES, in order; the last may be shorter."""
+    return [tuple(items[start : start + BATCH_IMAGES]) for start in range(0, len(items), BATCH_IMAGES)]
 
 
 def attack_pieces(attacks: list[Submission], images: list[DatasetImage], epsilon: int | str, pieces_root: Path) -> list[AttackPiece]:
     """One piece per attack and dataset batch, under ``pieces_root/KIND/NAME/batch_NNNN``."""
     pieces = []
     for submission in attacks:
-        for batch_index, batch in enumerate(dataset_batches(images)):
-            piece_dir = Path(pieces_root) / submission.kind / submission.name / f"batch_{batch_index:04d}"
-            pieces.append(AttackPiece(submission, batch_index, epsilon_for_batch(epsilon, batch_index), batch, str(piece_dir)))
+        for batch_index, batch in enumerate(batches(images)):
+            folder = piece_dir(pieces_root, submission.kind, submission.name, batch_index)
+            pieces.append(AttackPiece(submission, batch_index, epsilon_for_batch(epsilon, batch_index), batch, str(folder)))
     return pieces
 
 
@@ -238,16 +284,15 @@ def defense_pieces(
     defenses: list[Submission], pool_names: list[str], pool_dir: Path, pool_fingerprint: str, pieces_root: Path
 ) -> list[DefensePiece]:
     """One piece per defense and pool batch of BATCH_IMAGES names (in name order)."""
-    batches = [tuple(pool_names[start : start + BATCH_IMAGES]) for start in range(0, len(pool_names), BATCH_IMAGES)]
     return [
         DefensePiece(
             submission,
             batch_index,
             batch,
             str(pool_dir),
-            str(Path(pieces_root) / "defense" / submission.name / f"batch_{batch_index:04d}"),
+            str(piece_dir(pieces_root, "defense", submission.name, batch_index)),
             pool_fingerprint,
         )
         for submission in defenses
-        for batch_index, batch in enumerate(batches)
+        for batch_index, batch in enumerate(batches(pool_names))
     ]

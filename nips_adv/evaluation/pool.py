@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import write_text_atomically
-from .plan import CLEAN_TRACK, DatasetImage, _fingerprint
-
-POOL_FILE = "pool.json"
-POOL_DIR = "all_adv_examples"
+from ..contract.images import image_file_name
+from .layout import POOL_DIR, POOL_FILE
+from .plan import CLEAN_TRACK, DatasetImage, digest
 
 
 @dataclass(frozen=True)
@@ -67,13 +66,13 @@ def build_pool(
         order = list(range(len(slots)))
         random.SystemRandom().shuffle(order)
         entries = {f"{index:08d}": PoolEntry(*slots[slot]) for index, slot in zip(order, range(len(slots)))}
-        pool = Pool(entries, _fingerprint([[name, *_entry_list(entry)] for name, entry in sorted(entries.items())]))
+        pool = Pool(entries, digest([[name, *_entry_list(entry)] for name, entry in sorted(entries.items())]))
         pool_dir = Path(intermediate_dir) / POOL_DIR
         if pool_dir.exists():
             shutil.rmtree(pool_dir)
         pool_dir.mkdir(parents=True)
         for name, entry in pool.entries.items():
-            _link_or_copy(Path(sources[(entry.track, entry.attack, entry.image_id)]), pool_dir / f"{name}.png")
+            _link_or_copy(Path(sources[(entry.track, entry.attack, entry.image_id)]), pool_dir / image_file_name(name))
         document = {"fingerprint": pool.fingerprint, "entries": {name: _entry_list(entry) for name, entry in sorted(entries.items())}}
         write_text_atomically(pool_file, json.dumps(document, indent=0))
     return pool

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import jinja2
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_path, write_text_atomically
+from ..contract.constants import ATTACK_TYPES
 from ..contract.images import ImageReadError, read_png, write_png
-from .pieces import DONE_FILE
-from . import plan as plan_module
-from .plan import CLEAN_TRACK, DatasetImage
+from ..contract.labels import class_name
+from .layout import EvaluationLayout, clipped_image
+from .matrices import MATRIX_FILES, Scores
+from .pieces import NOT_RUN, PieceRecord
+from .plan import CLEAN_TRACK, Evaluation
 from .pool import Pool
-from .scoring import MATRIX_FILES, Scores
 
 REPORT_FILE = "report.html"
 RESULTS_FILE = "results.json"
@@ -39,33 +43,35 @@ def class_label_text(label: int | None) -> str:
     if label is None:
         return "-"
     try:
-        from ..labels import class_name
-
         return f"{label} {class_name(label)}"
-    except (ImportError, ValueError, RuntimeError, OSError):
+    except (ValueError, RuntimeError, OSError):
         return str(label)
 
 
 def write_report(
     output_dir: Path,
     *,
+    evaluation: Evaluation,
+    layout: EvaluationLayout,
     scores: Scores,
-    state: dict,
     pool: Pool | None,
     predictions: dict[str, dict[str, int]],
-    pieces: list[dict],
+    records: list[PieceRecord],
     problems: list[str],
-    intermediate_dir: Path,
 ) -> list[Path]:
-    """Write results.json, report.html and report_files/ into ``output_dir``; return their paths."""
+    """Write results.json, report.html and report_files/ into ``output_dir``; return their paths.
+
+    ``predictions`` is defense -> pool name -> label; ``records`` every piece's record (not-run
+    ones included), as the run holds them.
+    """
     output_dir = Path(output_dir)
     files_dir = output_dir / REPORT_FILES_DIR
     files_dir.mkdir(parents=True, exist_ok=True)
     heatmaps = {key: _heatmap(scores.matrices[key], files_dir / f"{key}.png") for key in MATRIX_FILES}
-    images = [DatasetImage(**image) for image in state["images"]]
-    gallery = _gallery(state, images, pool, predictions, intermediate_dir, files_dir)
-    results = _results(scores, state, pieces, problems)
-    (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=1), encoding="utf-8")
+    gallery = _gallery(evaluation, layout, records, pool, predictions, files_dir)
+    pieces = [record.summary() for record in records]
+    results = _results(scores, evaluation, pieces, problems)
+    write_text_atomically(output_dir / RESULTS_FILE, json.dumps(results, indent=1))
 
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("nips_adv.evaluation", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
@@ -83,7 +89,7 @@ def write_report(
         pieces=pieces,
         files_dir=REPORT_FILES_DIR,
     )
-    (output_dir / REPORT_FILE).write_text(html, encoding="utf-8")
+    write_text_atomically(output_dir / REPORT_FILE, html)
     written = [output_dir / RESULTS_FILE, output_dir / REPORT_FILE, *(files_dir / name for name in heatmaps.values() if name)]
     return written
 
@@ -113,34 +119,39 @@ def _heatmap(matrix: pd.DataFrame, path: Path) -> str | None:
                 axes.text(column, row, str(value), ha="center", va="center", color="black" if value > peak / 2 else "white", fontsize=8)
     figure.colorbar(image, ax=axes)
     figure.tight_layout()
-    figure.savefig(path)
+    with atomic_path(path, durable=False) as temporary:
+        figure.savefig(temporary, format="png")
     plt.close(figure)
     return path.name
 
 
-def _gallery(state, images, pool, predictions, intermediate_dir: Path, files_dir: Path) -> list[dict]:
+def _gallery(
+    evaluation: Evaluation,
+    layout: EvaluationLayout,
+    records: list[PieceRecord],
+    pool: Pool | None,
+    predictions: dict[str, dict[str, int]],
+    files_dir: Path,
+) -> list[dict]:
     """Per attack: a few examples with clean, adversarial and amplified perturbation images and each defense's prediction."""
     name_of = pool.name_of() if pool is not None else {}
+    images = {image.image_id: image for image in evaluation.images}
     defenses = sorted(predictions)
     sections = []
-    for kind in ("attack", "targeted_attack"):
-        for submission in state["submissions"].get(kind, []):
-            attack = submission["name"]
-            examples = []
-            for index, image in enumerate(images):
+    for kind in ATTACK_TYPES:
+        for attack in evaluation.names(kind):
+            examples: list[dict] = []
+            ran = sorted((record for record in records if (record.kind, record.submission) == (kind, attack) and record.status != NOT_RUN), key=lambda record: record.batch)
+            shown = ((record, images[image_id]) for record in ran for image_id in record.written if image_id in images)
+            for record, image in shown:
                 if len(examples) >= GALLERY_EXAMPLES:
                     break
-                batch = index // plan_module.BATCH_IMAGES
-                piece_dir = Path(intermediate_dir) / "pieces" / kind / attack / f"batch_{batch:04d}"
-                adversarial_path = piece_dir / "clipped" / f"{image.image_id}.png"
-                if not adversarial_path.is_file():
-                    continue
                 try:
                     clean = read_png(Path(image.path))
-                    adversarial = read_png(adversarial_path)
+                    adversarial = read_png(clipped_image(layout.piece_dir(kind, attack, record.batch), image.image_id))
                 except ImageReadError:
                     continue
-                epsilon = _piece_epsilon(piece_dir) or 16
+                epsilon = record.epsilon or 0
                 stem = f"{kind}-{attack}-{image.image_id}"
                 write_png(clean, files_dir / f"{stem}-clean.png")
                 write_png(adversarial, files_dir / f"{stem}-adversarial.png")
@@ -157,9 +168,9 @@ def _gallery(state, images, pool, predictions, intermediate_dir: Path, files_dir
                         "predictions": [
                             {
                                 "defense": defense,
-                                "clean": class_label_text(predictions[defense].get(clean_name)),
-                                "adversarial": class_label_text(predictions[defense].get(pool_name)),
-                                "correct": predictions[defense].get(pool_name) == image.true_label,
+                                "clean": class_label_text(predictions[defense].get(clean_name) if clean_name else None),
+                                "adversarial": class_label_text(predictions[defense].get(pool_name) if pool_name else None),
+                                "correct": pool_name is not None and predictions[defense].get(pool_name) == image.true_label,
                             }
                             for defense in defenses
                         ],
@@ -167,13 +178,6 @@ def _gallery(state, images, pool, predictions, intermediate_dir: Path, files_dir
                 )
             sections.append({"kind": kind, "attack": attack, "examples": examples})
     return sections
-
-
-def _piece_epsilon(piece_dir: Path) -> int | None:
-    try:
-        return int(json.loads((piece_dir / DONE_FILE).read_text(encoding="utf-8"))["epsilon"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _amplified(adversarial: np.ndarray, clean: np.ndarray, epsilon: int) -> np.ndarray:
@@ -195,15 +199,15 @@ def _plain(value):
     return value
 
 
-def _results(scores: Scores, state: dict, pieces: list[dict], problems: list[str]) -> dict:
+def _results(scores: Scores, evaluation: Evaluation, pieces: list[dict], problems: list[str]) -> dict:
     status_counts: dict[str, int] = {}
     for piece in pieces:
         status_counts[piece["status"]] = status_counts.get(piece["status"], 0) + 1
     return {
         "images": scores.images,
-        "epsilon": state["epsilon"],
-        "settings": state["settings"],
-        "submissions": {kind: [item["name"] for item in items] for kind, items in state["submissions"].items()},
+        "epsilon": evaluation.epsilon,
+        "settings": asdict(evaluation.settings),
+        "submissions": {kind: evaluation.names(kind) for kind in evaluation.submissions},
         "matrices": {
             key: {"attacks": [str(name) for name in frame.index], "defenses": [str(name) for name in frame.columns], "values": frame.values.astype(int).tolist()}
             for key, frame in scores.matrices.items()
@@ -213,7 +217,7 @@ def _results(scores: Scores, state: dict, pieces: list[dict], problems: list[str
         "produced_images": [{"track": track, "attack": attack, "images": count} for (track, attack), count in sorted(scores.produced.items())],
         "pieces": {"counts": status_counts, "list": pieces},
         "problems": problems,
-        "warnings": state.get("warnings", []),
+        "warnings": evaluation.warnings,
         "rules": scores.rules,
         "complete_attacks": scores.complete_attacks,
         "complete_defenses": scores.complete_defenses,

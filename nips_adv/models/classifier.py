@@ -307,6 +307,20 @@ class Classifier:
         tensor = self._logits_by_transform[transform]
         return lambda pixels: self._session.run(tensor, {self._pixels: _as_float_pixels(pixels)})
 
+    def fused_logits_tensor(self, pixels: "tf.Tensor") -> "tf.Tensor":
+        """``(N, 1000)`` fused logits of a pixels tensor of ``self.graph`` (variables shared), for callers
+        that build on the classifier in its graph (e.g. training a denoiser in front of it)."""
+        with self._graph.as_default():
+            return self._fuse(self._build_members(pixels))
+
+    @property
+    def graph(self) -> "tf.Graph":
+        return self._graph
+
+    @property
+    def session(self) -> Any:
+        return self._session
+
     def close(self) -> None:
         self._session.close()
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..contract.constants import IMAGE_SIZE
+from ..contract.constants import IMAGE_SIZE, NUM_LABELS
 from .checkpoints import CheckpointError
 from .layers import frozen_batch_norm
 from .networks import preprocess_efficientnet_lite  # noqa: F401  (re-exported)
@@ -38,7 +38,7 @@ from .networks import preprocess_efficientnet_lite  # noqa: F401  (re-exported)
 if TYPE_CHECKING:
     import tensorflow as tf
 
-NUM_CLASSES = 1000
+NUM_CLASSES = NUM_LABELS
 BATCH_NORM_EPSILON = 1e-3
 STEM_FILTERS = 32
 HEAD_FILTERS = 1280

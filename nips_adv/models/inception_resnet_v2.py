@@ -10,8 +10,9 @@ TF-slim checkpoint archives ``inception_resnet_v2_2016_08_30.tar.gz`` and, with 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ..contract.constants import SLIM_NUM_CLASSES
 from .inception_v4 import (
     Branch,
     Conv,
@@ -27,10 +28,10 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 SCOPE = "InceptionResnetV2"
-NUM_CLASSES = 1001
+NUM_CLASSES = SLIM_NUM_CLASSES
 
-_REDUCE = {"stride": 2, "padding": "VALID"}
-_VALID = {"padding": "VALID"}
+_REDUCE: dict[str, Any] = {"stride": 2, "padding": "VALID"}
+_VALID: dict[str, Any] = {"padding": "VALID"}
 
 STEM = (
     Conv("Conv2d_1a_3x3", 32, 3, **_REDUCE),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..contract.constants import SLIM_NUM_CLASSES
 from .networks import preprocess_inception  # noqa: F401  (re-exported: the range of every TF-slim checkpoint)
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-NUM_CLASSES = 1001
+NUM_CLASSES = SLIM_NUM_CLASSES
 SCOPE = "InceptionV3"
 
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
+
+from ..contract.constants import SLIM_NUM_CLASSES
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
 SCOPE = "InceptionV4"
-NUM_CLASSES = 1001
+NUM_CLASSES = SLIM_NUM_CLASSES
 AUX_KERNEL = (5, 5)
 """Spatial side of the auxiliary head's second convolution at 299x299 (17x17 pooled 5/3 -> 5x5)."""
 
@@ -120,7 +122,7 @@ def auxiliary_head(net: "tf.Tensor", *, pool_scope: str, conv_scope: str, logits
         return slim.fully_connected(tf.squeeze(aux, axis=[1, 2]), NUM_CLASSES, activation_fn=None, scope=logits_scope)
 
 
-_REDUCE = {"stride": 2, "padding": "VALID"}
+_REDUCE: dict[str, Any] = {"stride": 2, "padding": "VALID"}
 
 # Figure 3 (stem), 4-9 of the paper; names as in the TF-slim checkpoint.
 STEM = (Conv("Conv2d_1a_3x3", 32, 3, **_REDUCE), Conv("Conv2d_2a_3x3", 32, 3, padding="VALID"), Conv("Conv2d_2b_3x3", 64, 3))

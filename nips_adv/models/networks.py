@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..contract.constants import IMAGE_SIZE, NUM_LABELS
+from ..contract.constants import IMAGE_SIZE, NUM_LABELS, SLIM_NUM_CLASSES
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -106,7 +106,7 @@ def _register_tf_slim(name: str, module: str, function: str, scope: str, descrip
     """A TF-slim ImageNet network: 1001 classes, 299x299 inputs in [-1, 1]; registered where its module exists."""
     if _module_exists(module):
         register_architecture(Architecture(
-            name, description, scope, 1001, IMAGE_SIZE, preprocess_inception, _lazy_builder(module, function)
+            name, description, scope, SLIM_NUM_CLASSES, IMAGE_SIZE, preprocess_inception, _lazy_builder(module, function)
         ))
 
 

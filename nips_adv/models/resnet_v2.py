@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
+from ..contract.constants import SLIM_NUM_CLASSES
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
 SCOPE_101 = "resnet_v2_101"
 SCOPE_152 = "resnet_v2_152"
-NUM_CLASSES = 1001
+NUM_CLASSES = SLIM_NUM_CLASSES
 BATCH_NORM_EPSILON = 1e-5
 UNITS_101 = (3, 4, 23, 3)
 UNITS_152 = (3, 8, 36, 3)

@@ -14,7 +14,6 @@ import os
 import sys
 import warnings
 
-
 # Quiet unless the caller set TF_CPP_MIN_LOG_LEVEL before importing this module (the CLIs' --verbose sets 0).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

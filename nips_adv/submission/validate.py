@@ -4,10 +4,12 @@ Steps (each failure is a finding naming the file or member):
 1. extract the archive safely (kind by extension, size limits, no member outside the folder);
 2. find the submission folder (top level or one folder) and check ``metadata.json``;
 3. generate random 299x299 images ``IMG0000.png``... (and ``target_class.csv`` for targeted
-   attacks) and an epsilon from {4, 8, 12, 16};
+   attacks) and an epsilon from {4, 8, 12, 16}, or take real dev images with their labels
+   (``dev_check.py``: the dataset's TargetClass goes into ``target_class.csv``);
 4. run the entry point as the organisers do, killed past the time limit;
 5. check the outputs: every image present, PNG, 299x299 RGB, within epsilon (attacks); every
-   image classified with a label 1..1000 (defenses); the inputs left untouched.
+   image classified with a label 1..1000 (defenses); the inputs left untouched;
+6. on dev images: the score (accuracy or target hit rate) against its bars (``--max-accuracy``...).
 Everything happens inside one temporary folder, removed at the end unless ``keep``.
 """
 
@@ -23,7 +25,7 @@ import stat
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +48,7 @@ from ..contract.constants import (
 from ..contract.csv_files import ContractFileError, read_label_file, write_label_file
 from ..contract.epsilon import max_perturbation
 from ..contract.images import ImageReadError, open_image_guarded, read_png, write_png
+from .dev_check import DevSet, Figure, Threshold, attack_figures, classify_outputs, defense_figures
 from .metadata import SubmissionError, SubmissionMetadata, read_metadata
 from .runner import RunResult, Runner, RunnerError, docker_available, run_attack_submission, run_defense_submission
 
@@ -83,6 +86,10 @@ class ValidationReport:
     """The temporary folder, when kept."""
     strict: bool = False
     """Make errors of what the organisers' validator only warned about and fixed (see ``lenient``)."""
+    figures: dict[str, Figure] = field(default_factory=dict)
+    """Scores measured on dev images (``accuracy``, ``hit rate``), when the run was on them."""
+    missed_thresholds: list[str] = field(default_factory=list)
+    """The score bars missed (``--max-accuracy`` ...): each is also an error."""
 
     def lenient(self, message: str) -> None:
         """An output the organisers' validator accepted and their evaluation fixed: a warning, an error if ``strict``."""
@@ -115,9 +122,14 @@ class ValidationReport:
         """The report as text lines, ending with the verdict."""
         lines = [f"{self.archive}: {self.submission_type} submission"]
         lines += [f"  {_PREFIXES[finding.level]}{finding.message}" for finding in self.findings]
+        other_errors = len(self.errors) - len(self.missed_thresholds)
+        invalid = f"{other_errors} error{'s' if other_errors != 1 else ''}" if other_errors else ""
+        if self.missed_thresholds:
+            missed = f"score threshold missed: {', '.join(self.missed_thresholds)}"
+            invalid = f"{invalid}; {missed}" if invalid else f"{missed}; the submission itself ran correctly"
         verdict = {
             VALID: "VALID",
-            INVALID: f"INVALID ({len(self.errors)} error{'s' if len(self.errors) != 1 else ''})",
+            INVALID: f"INVALID ({invalid})",
             COULD_NOT_RUN: "COULD NOT RUN the check (not a verdict on the submission)",
         }[self.status]
         lines.append(f"{self.archive.name}: {verdict}")
@@ -138,6 +150,9 @@ def validate_submission(
     max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
     progress: Callable[[str], None] | None = None,
     strict: bool = False,
+    dev_set: DevSet | None = None,
+    thresholds: Sequence[Threshold] = (),
+    scoring_model: str | Sequence | None = None,
 ) -> ValidationReport:
     """Validate ``archive`` as a ``submission_type`` submission; never raises for a bad submission.
 
@@ -148,15 +163,24 @@ def validate_submission(
     accepted and their evaluation fixed (RGBA/grey/palette PNGs, pixels beyond eps, result rows
     without ``.png``, labels outside 1..1000) are warnings saying what they did, so the verdict
     is theirs; ``strict`` makes them errors.
+
+    With ``dev_set`` the run is on its real images (``num_images`` is then its size) and scored:
+    attacks by ``scoring_model`` (a model list or Members with checkpoints, for
+    ``Classifier.create``) on the outputs, defenses by their own result. Each score is reported
+    with its count and 95% Wilson interval; a missed ``thresholds`` bar is an error (INVALID,
+    the verdict saying that the score, not the run, failed).
     """
     if submission_type not in SUBMISSION_TYPES:
         raise ValueError(f"unknown submission type {submission_type!r}; expected one of {', '.join(SUBMISSION_TYPES)}")
+    if dev_set is not None:
+        num_images = len(dev_set.images)
     report = ValidationReport(archive=Path(archive), submission_type=submission_type, num_images=num_images, strict=strict)
     report.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     work_dir = Path(tempfile.mkdtemp(prefix="nips_adv_validate_"))
     try:
         _validate_in(
-            work_dir, report, epsilon, time_limit, runner, max_archive_bytes, max_unpacked_bytes, progress or (lambda _: None)
+            work_dir, report, epsilon, time_limit, runner, max_archive_bytes, max_unpacked_bytes, progress or (lambda _: None),
+            dev_set, thresholds, scoring_model,
         )
     except RunnerError as error:
         report.could_not_run = True
@@ -205,6 +229,9 @@ def _validate_in(
     max_archive_bytes: int,
     max_unpacked_bytes: int,
     progress: Callable[[str], None],
+    dev_set: DevSet | None = None,
+    thresholds: Sequence[Threshold] = (),
+    scoring_model: str | Sequence | None = None,
 ) -> None:
     progress(f"extracting {report.archive.name}")
     try:
@@ -227,8 +254,9 @@ def _validate_in(
         report.warning(warning.replace(str(work_dir / "extracted") + "/", ""))
     image = metadata.container_gpu if runner.gpu else metadata.container
     report.info(f"metadata.json: entry point {metadata.entry_point}, image {image}")
-    if runner.kind == "docker" and not docker_available():
-        raise RunnerError("no Docker engine answers (`docker info` failed); validate without --docker to run it directly")
+    if runner.kind == "docker":
+        if not docker_available():
+            raise RunnerError("no Docker engine answers (`docker info` failed); validate without --docker to run it directly")
         progress(f"pulling {metadata.container_gpu} (the organisers pull container_gpu and check its size)")
         problem = docker_image_problem(metadata.container_gpu)
         if problem is not None:
@@ -238,13 +266,18 @@ def _validate_in(
     rng = np.random.default_rng(report.seed)
     report.epsilon = int(epsilon) if epsilon is not None else int(rng.choice(COMPETITION_EPSILONS))
     input_dir = work_dir / "input_images"
-    clean = _write_inputs(input_dir, report.num_images, rng, targeted=report.submission_type == "targeted_attack")
+    targeted = report.submission_type == "targeted_attack"
+    if dev_set is None:
+        clean = _write_inputs(input_dir, report.num_images, rng, targeted=targeted)
+    else:
+        clean = _write_dev_inputs(input_dir, dev_set, targeted=targeted)
     input_digest = _digest(input_dir)
     input_dir.chmod(0o555)  # the organisers mount it read-only
     where = f"in Docker ({image})" if runner.kind == "docker" else "locally" + (" without network" if runner.offline else "")
     detail = f", eps {report.epsilon}" if report.submission_type in ATTACK_TYPES else ""
+    kind = "random" if dev_set is None else "dev (with labels)"
     report.info(
-        f"trial run {where}: {report.num_images} random {IMAGE_SIZE}x{IMAGE_SIZE} images{detail}, "
+        f"trial run {where}: {report.num_images} {kind} {IMAGE_SIZE}x{IMAGE_SIZE} images{detail}, "
         f"seed {report.seed}, time limit {time_limit:g} s"
     )
 
@@ -267,7 +300,27 @@ def _validate_in(
     if report.submission_type in ATTACK_TYPES:
         _check_attack_outputs(report, clean, output_dir)
     else:
-        _check_defense_output(report, list(clean), output_file)
+        labels = _check_defense_output(report, list(clean), output_file)
+    if dev_set is not None:
+        if report.submission_type in ATTACK_TYPES:
+            from ..models import CheckpointError, ModelListError
+            from ..models.classifier import Classifier
+
+            progress(f"classifying the outputs with {_model_text(scoring_model)}")
+            try:
+                classifier = Classifier.create(scoring_model or "efficientnet_lite0")
+            except (CheckpointError, ModelListError) as error:
+                report.could_not_run = True
+                report.error(f"cannot load the scoring model: {error}")
+                return
+            with classifier:
+                predictions = classify_outputs(classifier, clean, output_dir, report.epsilon)
+            report.figures = attack_figures(predictions, dev_set, _model_text(scoring_model))
+            if not targeted:
+                del report.figures["hit rate"]
+        else:
+            report.figures = defense_figures(labels, dev_set)
+        _check_thresholds(report, thresholds)
     if not input_dir.is_dir() or input_dir.is_symlink():
         report.error("the entry point removed or replaced its INPUT_DIR (the organisers mount it read-only)")
         return
@@ -429,15 +482,16 @@ def _image_problem(path: Path) -> tuple[str, str] | None:
     return None
 
 
-def _check_defense_output(report: ValidationReport, names: list[str], output_file: Path) -> None:
+def _check_defense_output(report: ValidationReport, names: list[str], output_file: Path) -> dict[str, int]:
+    """Check ``result.csv`` and return its labels by image name as the organisers read them (empty if unusable)."""
     if not output_file.is_file():
         report.error(f"{DEFENSE_RESULT_FILE} not written (the entry point's second argument is the file to write)")
-        return
+        return {}
     try:
         result = read_label_file(output_file)
     except ContractFileError as error:
         report.error(str(error))
-        return
+        return {}
     accepted = _organisers_rows(output_file)
     # Rows the organisers' reader took (any integer label) are not errors by their verdict.
     problems = [p for p in _strip_folder(result.problems, output_file) if report.strict or _problem_line(p) not in accepted]
@@ -468,6 +522,41 @@ def _check_defense_output(report: ValidationReport, names: list[str], output_fil
     if classified:
         distinct = len({result.labels[name] for name in names if name in result.labels})
         report.info(f"{classified} of {len(names)} images classified ({distinct} distinct label{'s' if distinct != 1 else ''})")
+    return result.labels
+
+
+def _model_text(model: str | Sequence | None) -> str:
+    if model is None:
+        return "efficientnet_lite0"
+    if isinstance(model, str):
+        return model
+    return ",".join(member.model if member.weight == 1 else f"{member.model}:{member.weight!r}" for member in model)
+
+
+def _write_dev_inputs(folder: Path, dev_set: DevSet, *, targeted: bool) -> dict[str, np.ndarray]:
+    """The dev images under their own names (``IMAGEID.png``) and, for targeted attacks, their TargetClass."""
+    folder.mkdir()
+    for name, pixels in dev_set.images.items():
+        write_png(pixels, folder / name)
+        (folder / name).chmod(0o644)
+    if targeted:
+        write_label_file(folder / TARGET_CLASS_FILE, dev_set.target_classes())
+        (folder / TARGET_CLASS_FILE).chmod(0o644)
+    return dict(dev_set.images)
+
+
+def _check_thresholds(report: ValidationReport, thresholds: Sequence[Threshold]) -> None:
+    """One line per figure; a missed bar is an error naming the figure, its interval and the bar."""
+    bars = {threshold.metric: threshold for threshold in thresholds}
+    for metric, figure in report.figures.items():
+        threshold = bars.get(metric)
+        if threshold is None:
+            report.info(figure.text())
+        elif figure.count and threshold.met_by(figure.value):
+            report.info(f"{figure.text()}; {threshold.flag} {threshold.value:g}: met")
+        else:
+            report.missed_thresholds.append(f"{threshold.flag} {threshold.value:g}")
+            report.error(f"SCORE THRESHOLD MISSED: {figure.text()}; {threshold.flag} {threshold.value:g}")
 
 
 def _organisers_rows(output_file: Path) -> dict[int, tuple[str, int]]:

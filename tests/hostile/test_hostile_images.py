@@ -40,7 +40,7 @@ def test_memory_stays_bounded_reading_a_folder_of_bombs(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import json, sys
-        from nips_adv.contract.folder_job import JobReport, input_batches
+        from nips_adv.jobs.folder_job import JobReport, input_batches
         report = JobReport()
         names = [name for batch in input_batches({str(tmp_path / "in")!r}, 16, report, progress=False) for name in batch.names]
         # VmHWM: this program's own peak (ru_maxrss would include the parent's, copied at fork).

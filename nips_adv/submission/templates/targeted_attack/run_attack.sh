@@ -1,7 +1,7 @@
 #!/bin/bash
 # Targeted attack entry point. The organisers call it from the submission folder (/code):
 #   ./run_attack.sh INPUT_DIR OUTPUT_DIR MAX_EPSILON
-# INPUT_DIR also holds target_class.csv. The checkpoint ships in this folder and is passed
+# INPUT_DIR also holds target_class.csv. The checkpoints ship in this folder and are passed
 # explicitly: nothing is fetched at run time.
 set -euo pipefail
 if [ "$#" -ne 3 ]; then
@@ -11,4 +11,8 @@ fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=model.env
 source "$HERE/model.env"
-exec nips-targeted-attack "$1" "$2" "$3" --model "$MODEL" --checkpoint "$HERE/$CHECKPOINT" --quiet "${TOOL_OPTIONS[@]}"
+# CHECKPOINT holds one prefix per model of MODEL, comma-separated, relative to this folder.
+IFS=, read -r -a PREFIXES <<< "$CHECKPOINT"
+CHECKPOINTS=""
+for PREFIX in "${PREFIXES[@]}"; do CHECKPOINTS+="${CHECKPOINTS:+,}$HERE/$PREFIX"; done
+exec nips-targeted-attack "$1" "$2" "$3" --model "$MODEL" --checkpoint "$CHECKPOINTS" --quiet "${TOOL_OPTIONS[@]}"

@@ -33,12 +33,16 @@ Ties in a ranking are broken by name.
 from __future__ import annotations
 
 import csv
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_write, write_text_atomically
+from .pieces import NOT_RUN, PieceRecord
 from .plan import CLEAN_TRACK, DatasetImage
 from .pool import Pool
 
@@ -220,12 +224,17 @@ def _ranking(scores: pd.Series, images: int, opponents: int) -> pd.DataFrame:
     return frame.sort_values(["Score", "Name"], ascending=[False, True], kind="mergesort").reset_index(drop=True)
 
 
+def _csv_file(path: Path) -> AbstractContextManager[IO]:
+    """A CSV output written whole or not at all (csv.writer's \\r\\n line ends kept: no newline translation)."""
+    return atomic_write(path, "w", durable=False, encoding="utf-8", newline="")
+
+
 def write_matrix(path: Path, matrix: pd.DataFrame) -> None:
     """The organisers' matrix file: ``,DEF1,DEF2`` then ``ATTACK,COUNT,COUNT`` lines (np.savetxt layout)."""
     lines = [",".join(["", *map(str, matrix.columns)])]
     for name, row in matrix.iterrows():
         lines.append(",".join([str(name), *(str(int(value)) for value in row.values)]))
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomically(Path(path), "\n".join(lines) + "\n")
 
 
 def write_score_files(output_dir: Path, scores: Scores, *, save_all_classification: bool) -> list[Path]:
@@ -238,7 +247,7 @@ def write_score_files(output_dir: Path, scores: Scores, *, save_all_classificati
         written.append(output_dir / file_name)
     for key, (file_name, name_column) in RANKING_FILES.items():
         # csv.writer as the organisers used it (so \r\n line ends).
-        with open(output_dir / file_name, "w", encoding="utf-8", newline="") as stream:
+        with _csv_file(output_dir / file_name) as stream:
             writer = csv.writer(stream)
             writer.writerow([name_column, "Score"])
             for row in scores.rankings[key].itertuples(index=False):
@@ -248,11 +257,11 @@ def write_score_files(output_dir: Path, scores: Scores, *, save_all_classificati
         [frame.assign(Track=key)[["Track", "Name", "Score", "Images", "Opponents", "NormalizedScore"]] for key, frame in scores.rankings.items()],
         ignore_index=True,
     )
-    normalized.to_csv(output_dir / NORMALIZED_SCORES_FILE, index=False)
-    scores.clean_accuracy.to_csv(output_dir / CLEAN_ACCURACY_FILE, index=False)
+    write_text_atomically(output_dir / NORMALIZED_SCORES_FILE, normalized.to_csv(index=False))
+    write_text_atomically(output_dir / CLEAN_ACCURACY_FILE, scores.clean_accuracy.to_csv(index=False))
     written += [output_dir / NORMALIZED_SCORES_FILE, output_dir / CLEAN_ACCURACY_FILE]
     if save_all_classification:
-        with open(output_dir / ALL_CLASSIFICATION_FILE, "w", encoding="utf-8", newline="") as stream:
+        with _csv_file(output_dir / ALL_CLASSIFICATION_FILE) as stream:
             writer = csv.writer(stream)
             writer.writerow(ALL_CLASSIFICATION_COLUMNS)
             for row in scores.classifications:
@@ -261,8 +270,8 @@ def write_score_files(output_dir: Path, scores: Scores, *, save_all_classificati
     return written
 
 
-def submission_statistics(pieces: list[dict]) -> dict[str, dict]:
-    """Per submission, master.py's work statistics from the piece summaries (``run.finish``).
+def submission_statistics(records: list[PieceRecord]) -> dict[str, dict]:
+    """Per submission, master.py's work statistics from the piece records (``run.finish``).
 
     ``completed``: pieces that ran; ``errors``: those whose entry point failed or could not
     start (a run killed at the time limit is not an error, as in the final round, which
@@ -270,18 +279,16 @@ def submission_statistics(pieces: list[dict]) -> dict[str, dict]:
     pieces without error (NaN when none).
     """
     statistics: dict[str, dict] = {}
-    for piece in pieces:
-        entry = statistics.setdefault(
-            piece["submission"], {"kind": piece["kind"], "completed": 0, "errors": 0, "seconds": [], "error_message": ""}
-        )
-        if piece["status"] == "not_run":
+    for record in records:
+        entry = statistics.setdefault(record.submission, {"kind": record.kind, "completed": 0, "errors": 0, "seconds": [], "error_message": ""})
+        if record.status == NOT_RUN:
             continue
         entry["completed"] += 1
-        if piece["status"] in ("failed", "error"):
+        if record.status in ("failed", "error"):
             entry["errors"] += 1
-            entry["error_message"] = entry["error_message"] or str(piece.get("outcome") or "")
-        elif piece.get("seconds") is not None:
-            entry["seconds"].append(float(piece["seconds"]))
+            entry["error_message"] = entry["error_message"] or record.outcome
+        elif record.seconds is not None:
+            entry["seconds"].append(float(record.seconds))
     for entry in statistics.values():
         times = entry["seconds"]
         entry.update(
@@ -293,7 +300,7 @@ def submission_statistics(pieces: list[dict]) -> dict[str, dict]:
     return statistics
 
 
-def write_final_round_files(output_dir: Path, scores: Scores, pieces: list[dict]) -> list[Path]:
+def write_final_round_files(output_dir: Path, scores: Scores, records: list[PieceRecord]) -> list[Path]:
     """master.py's result files: the defense-by-attack matrices, per-submission results and counts.
 
     Matrices (rows = defenses, columns = attacks of both kinds, ``\\n`` line ends as
@@ -312,13 +319,13 @@ def write_final_round_files(output_dir: Path, scores: Scores, pieces: list[dict]
         ordered = matrix.sort_index()
         write_matrix(output_dir / FINAL_MATRIX_FILES[key], ordered.T)
         written.append(output_dir / FINAL_MATRIX_FILES[key])
-    statistics = submission_statistics(pieces)
+    statistics = submission_statistics(records)
     processed = {name: made for (_, name), made in scores.produced.items()} | dict(scores.classified)
     for key, (results_file, sorted_file) in FINAL_RESULTS_FILES.items():
         ranking = scores.rankings[key]
         score_of = dict(zip(ranking["Name"], ranking["Score"]))
         empty = {"completed": 0, "errors": 0, "min": float("nan"), "max": float("nan"), "median": float("nan"), "mean": float("nan"), "error_message": ""}
-        with open(output_dir / results_file, "w", encoding="utf-8", newline="") as stream:
+        with _csv_file(output_dir / results_file) as stream:
             writer = csv.writer(stream)
             writer.writerow(FINAL_RESULTS_COLUMNS)
             for name in sorted(score_of):
@@ -327,14 +334,14 @@ def write_final_round_files(output_dir: Path, scores: Scores, pieces: list[dict]
                     name, name, int(score_of[name]), stat["completed"], stat["errors"], processed.get(name, 0),
                     stat["min"], stat["max"], stat["median"], stat["mean"], stat["error_message"],
                 ])
-        with open(output_dir / sorted_file, "w", encoding="utf-8", newline="") as stream:
+        with _csv_file(output_dir / sorted_file) as stream:
             writer = csv.writer(stream)
             writer.writerow(FINAL_SORTED_COLUMNS)
             for row in ranking.itertuples(index=False):
                 writer.writerow([row.Name, row.Name, int(row.Score), statistics.get(row.Name, empty)["median"], processed.get(row.Name, 0)])
         written += [output_dir / results_file, output_dir / sorted_file]
-    with open(output_dir / COUNT_ADV_IMAGES_FILE, "w", encoding="utf-8", newline="") as stream:
+    with _csv_file(output_dir / COUNT_ADV_IMAGES_FILE) as stream:
         csv.writer(stream).writerows([name, made] for (_, name), made in sorted(scores.produced.items(), key=lambda item: item[0][1]))
-    with open(output_dir / CLASSIFIED_IMAGES_COUNT_FILE, "w", encoding="utf-8", newline="") as stream:
+    with _csv_file(output_dir / CLASSIFIED_IMAGES_COUNT_FILE) as stream:
         csv.writer(stream).writerows([name, count] for name, count in sorted(scores.classified.items()))
     return written + [output_dir / COUNT_ADV_IMAGES_FILE, output_dir / CLASSIFIED_IMAGES_COUNT_FILE]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 
-from .contract.constants import NUM_LABELS
+from .constants import NUM_LABELS
 
 CLASS_NAMES_FILE = "imagenet_class_names.txt"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .images import ImageBatch, ImageReadError, iter_image_batches, list_png_files
+from ..contract.images import ImageBatch, ImageReadError, iter_image_batches, list_png_files
 
 logger = logging.getLogger("nips_adv")
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from .contract.csv_files import ContractFileError, parse_label, read_dataset_csv, read_label_file
-from .contract.folder_job import JobReport
+from ..contract.constants import DEFAULT_BATCH_SIZE
+from ..contract.csv_files import labelled_rows, read_dataset, read_label_file
+from ..contract.images import image_id_of
+from ..jobs.folder_job import JobReport
 
 if TYPE_CHECKING:
-    from .models.classifier import Classifier
+    from ..models.classifier import Classifier
 
 
 @dataclass(frozen=True)
@@ -120,45 +120,17 @@ class DatasetLabels:
     problems: list[str]
 
 
-def read_dataset_labels(dataset_csv: Path | pd.DataFrame) -> DatasetLabels:
+def read_dataset_labels(dataset_csv: Path) -> DatasetLabels:
     """The labels of each dataset row; rows whose labels are not integers 1..1000 are named in ``problems``.
 
     Raises ContractFileError when the CSV cannot be read or lacks a needed column.
     """
-    frame = dataset_csv if isinstance(dataset_csv, pd.DataFrame) else read_dataset_csv(dataset_csv)
-    source = "dataset" if isinstance(dataset_csv, pd.DataFrame) else str(dataset_csv)
-    true_labels: dict[str, int] = {}
-    target_classes: dict[str, int] = {}
-    problems: list[str] = []
-    for row_number, (image_id, true_text, target_text) in enumerate(
-        zip(frame["ImageId"], frame["TrueLabel"], frame["TargetClass"]), start=2
-    ):
-        image_id = str(image_id).strip()
-        true_label, target_class = parse_label(_cell_text(true_text)), parse_label(_cell_text(target_text))
-        if true_label is None or target_class is None:
-            problems.append(
-                f"{source}:{row_number}: ImageId {image_id}: TrueLabel {true_text!r} / TargetClass {target_text!r} "
-                f"are not both integers 1..1000; row skipped"
-            )
-            continue
-        if image_id in true_labels:
-            problems.append(f"{source}:{row_number}: ImageId {image_id} appears twice; the first row is used")
-            continue
-        true_labels[image_id] = true_label
-        target_classes[image_id] = target_class
-    return DatasetLabels(true_labels, target_classes, problems)
-
-
-def _cell_text(value: object) -> str:
-    # pandas reads an integer column with a gap as floats (306.0): accept those that are whole.
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def image_id_of(file_name: str) -> str:
-    """The dataset ImageId of an image file: its name without the ``.png`` suffix (any case)."""
-    return file_name[:-4] if file_name.lower().endswith(".png") else file_name
+    rows, problems = labelled_rows(read_dataset(dataset_csv), need_target=True)
+    return DatasetLabels(
+        {row.image_id: row.true_label for row in rows if row.true_label is not None},
+        {row.image_id: row.target_class for row in rows if row.target_class is not None},
+        problems,
+    )
 
 
 def score_predictions(
@@ -186,10 +158,10 @@ def score_predictions(
 
 def score_directory(
     images_dir: Path,
-    dataset_csv: Path | pd.DataFrame,
+    dataset_csv: Path,
     *,
     model: "Classifier",
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
 ) -> ScoreReport:
     """Classify every PNG of ``images_dir`` with ``model`` and score it against ``dataset_csv``.
@@ -197,17 +169,19 @@ def score_directory(
     Unreadable images are named in ``failures`` and not scored. Raises ContractFileError when
     the dataset CSV cannot be used.
     """
-    from .defense import predict_directory
+    from ..defenses.directory import predict_directory
 
     dataset = read_dataset_labels(dataset_csv)
     job = JobReport()
     predictions: list[tuple[str, int]] = []
-    for rows in predict_directory(images_dir, model=model, report=job, batch_size=batch_size, progress=progress):
+    # defenses.directory.PredictingModel declares predict(pixels, **options); Classifier.predict takes no options.
+    batches = predict_directory(images_dir, model=model, report=job, batch_size=batch_size, progress=progress)  # type: ignore[arg-type]
+    for rows in batches:
         predictions.extend(rows)
     return score_predictions(predictions, dataset, failures=job.failures)
 
 
-def score_prediction_file(predictions_file: Path, dataset_csv: Path | pd.DataFrame) -> ScoreReport:
+def score_prediction_file(predictions_file: Path, dataset_csv: Path) -> ScoreReport:
     """Score a defense's ``FILENAME,LABEL`` file (e.g. ``result.csv``) against ``dataset_csv``.
 
     Rows that do not parse are named in ``failures`` (the organisers ignore them, so those
@@ -219,11 +193,9 @@ def score_prediction_file(predictions_file: Path, dataset_csv: Path | pd.DataFra
 
 
 __all__ = [
-    "ContractFileError",
     "DatasetLabels",
     "ImageScore",
     "ScoreReport",
-    "image_id_of",
     "read_dataset_labels",
     "score_directory",
     "score_prediction_file",

@@ -1,0 +1,123 @@
+"""``nips-adv train-denoiser OUTPUT.npz``: train the LGD denoiser in front of the defense's models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import configure_logging, fail
+
+DEFAULT_DEFENSE_MODELS = "efficientnet_lite1,efficientnet_lite2"
+
+
+def _with_clean(clean, adversarial, source):
+    """The adversarial images followed by the clean ones, each its own source."""
+    import numpy as np
+
+    return np.concatenate([adversarial, clean]), np.concatenate([source, np.arange(len(clean))])
+
+
+def _list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@click.command(name="train-denoiser", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Folder of PNGs (e.g. the dev images); sorted by name, the first --train-count train, the rest validate.")
+@click.option("--train-count", type=click.IntRange(min=1), default=150, show_default=True)
+@click.option("--skimage/--no-skimage", "with_skimage", default=True, show_default=True,
+              help="Add scikit-image's bundled colour photos to the training images.")
+@click.option("--model", "model_name", default=DEFAULT_DEFENSE_MODELS, show_default=True,
+              help="The defense's classifiers, whose logits guide the denoiser (frozen).")
+@click.option("--surrogates", default=DEFAULT_DEFENSE_MODELS, show_default=True,
+              help="Models the training attacks are crafted on, one set of adversarial images each.")
+@click.option("--methods", default="mi-fgsm,di-mi-fgsm", show_default=True, help="Attacks drawn per image.")
+@click.option("--eps", "epsilons", default="8,16", show_default=True, help="Epsilons drawn per image (pixels).")
+@click.option("--clean/--no-clean", "with_clean", default=True, show_default=True,
+              help="Also train on the clean images themselves (denoised clean -> clean logits), so that clean accuracy holds.")
+@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True, help="Optimiser steps in all.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Save the training state (denoiser, Adam, step) and validate every N steps.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Cache of adversarial images, target logits and the checkpoint; a run resumes from it "
+              "[default: OUTPUT's name + '.work'].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--verbose", "-v", is_flag=True)
+def train_denoiser_command(
+    output: Path, images: Path, train_count: int, with_skimage: bool, model_name: str, surrogates: str, methods: str,
+    epsilons: str, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, work_dir: Path | None,
+    seed: int, quiet: bool, verbose: bool,
+) -> None:
+    """Train the denoiser (Liao et al. 2018, logit-guided) on adversarial images crafted here, write OUTPUT.npz.
+
+    Resumable: run the same command again to continue from the last checkpoint.
+    """
+    configure_logging("nips-adv train-denoiser", verbose=verbose)
+    from ..attacks.sign_gradient import METHODS
+    from ..defenses.training import (
+        TrainingSet,
+        clean_logits,
+        craft_adversarial,
+        load_images,
+        split_dev_images,
+        train_denoiser,
+    )
+    from ..models.catalogue import ModelListError
+    from ..models.checkpoints import CheckpointError
+    from ..models.classifier import Classifier, parse_members
+
+    program = "nips-adv train-denoiser"
+    try:
+        parse_members(model_name)
+        surrogate_list = [member.model for member in parse_members(surrogates)]
+        method_list = _list(methods)
+        eps_list = [float(value) for value in _list(epsilons)]
+    except (ModelListError, ValueError) as error:
+        fail(program, str(error))
+    unknown = [method for method in method_list if method not in METHODS]
+    if unknown or not method_list:
+        fail(program, f"unknown attack method {unknown[0] if unknown else methods!r}; known: {', '.join(METHODS)}")
+    if not eps_list or any(not 0 < value <= 255 for value in eps_list):
+        fail(program, f"--eps {epsilons!r}: give epsilons in (0, 255]")
+    work_dir = work_dir or output.with_name(output.name + ".work")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    train_paths, validation_paths = split_dev_images(images, train_count)
+    if not train_paths:
+        fail(program, f"{images}: no PNG images")
+    try:
+        train_clean = load_images(train_paths, with_skimage=with_skimage)
+        validation_clean = load_images(validation_paths) if validation_paths else None
+        train_adversarial, train_source = craft_adversarial(
+            train_clean, surrogates=surrogate_list, methods=method_list, epsilons=eps_list, seed=seed,
+            cache=work_dir / "train.npz", progress=not quiet,
+        )
+        validation_set = None
+        if validation_clean is not None:
+            validation_adversarial, validation_source = craft_adversarial(
+                validation_clean, surrogates=surrogate_list, methods=method_list, epsilons=eps_list,
+                seed=seed + 1, cache=work_dir / "validation.npz", progress=not quiet,
+            )
+        if with_clean:
+            train_adversarial, train_source = _with_clean(train_clean, train_adversarial, train_source)
+            if validation_clean is not None:
+                validation_adversarial, validation_source = _with_clean(validation_clean, validation_adversarial, validation_source)
+        with Classifier.create(model_name, seed=seed) as classifier:
+            train_targets = clean_logits(classifier, train_clean, work_dir / "train-logits.npz")
+            if validation_clean is not None:
+                validation_targets = clean_logits(classifier, validation_clean, work_dir / "validation-logits.npz")
+                validation_set = TrainingSet(validation_clean, validation_adversarial, validation_source, validation_targets)
+            figures = train_denoiser(
+                classifier, TrainingSet(train_clean, train_adversarial, train_source, train_targets), validation_set,
+                output, work_dir=work_dir, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                checkpoint_every=checkpoint_every, seed=seed, progress=not quiet,
+            )
+    except (CheckpointError, ModelListError) as error:
+        fail(program, str(error))
+    except OSError as error:
+        fail(program, f"{error.filename or output}: {error.strerror or error}")
+    click.echo(f"{program}: wrote {output} ({', '.join(f'{key} {value:.4g}' for key, value in figures.items())})")

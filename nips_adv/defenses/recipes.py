@@ -1,0 +1,184 @@
+"""Defense recipes: input transforms chained in front of a classifier, and the defended model they make.
+
+A recipe is a ``+``-separated chain of steps, applied left to right inside the classifier's graph,
+e.g. ``denoiser+resize-pad`` (denoise, then random resize and pad). Steps, with their parameter
+after a colon (default in brackets):
+
+- ``resize-pad[:C]``: random resizing and padding, C random views per pass [2] (Xie et al. 2018,
+  arXiv 1711.01991, second in the NIPS 2017 defense track)
+- ``jpeg[:Q]``: JPEG re-encoding at quality Q [75]
+- ``bits[:B]``: bit-depth reduction to B bits [5] (Xu, Evans & Qi 2018, arXiv 1704.01155)
+- ``median[:S]``: S x S median smoothing [3]
+- ``tv[:W]``: total-variation smoothing of weight W [0.05] (Guo et al. 2018, arXiv 1711.00117)
+- ``flip``: the image and its mirror
+- ``denoiser[:PATH]``: the HGD/LGD denoiser (Liao et al. 2018, arXiv 1712.02976); no PATH: the
+  weights packaged with nips_adv
+
+``DefendedClassifier`` wraps a ``Classifier`` with a recipe, the way foolbox's EOT wrapper wraps a
+model: the same object classifies (``logits``: the log of the probabilities averaged over every
+random view of every pass) and, for an adaptive evaluation, differentiates the whole defense
+(``gradient_function``: expectation over transformation across passes, and BPDA, the identity as
+the backward pass of JPEG and bit-depth reduction; Athalye, Carlini & Wagner 2018, arXiv 1802.00420).
+A sign-gradient attack given a ``DefendedClassifier`` attacks the defense itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .denoiser import DenoiserTransform
+from .eot import expectation_over_transformation
+from .transforms import (
+    BitDepthReduction,
+    Compose,
+    DefenseTransform,
+    HorizontalFlip,
+    JpegCompression,
+    MedianSmoothing,
+    RandomResizePad,
+    TotalVariationSmoothing,
+)
+
+logger = logging.getLogger("nips_adv")
+
+PACKAGED_DENOISER = Path(__file__).resolve().parent / "weights" / "lgd_lite1_lite2.npz"
+"""The denoiser the ``denoiser`` step loads when given no path (see README, "Defenses")."""
+
+DEFAULT_RECIPE = "resize-pad"
+"""What ``nips-defense`` runs without ``--recipe``: the strongest recipe measured (README, "Defenses")."""
+DEFAULT_PASSES = 4
+"""Random passes averaged per image by a random recipe, before the time budget lowers them."""
+
+STEP_NAMES = ("resize-pad", "jpeg", "bits", "median", "tv", "flip", "denoiser")
+
+
+class RecipeError(ValueError):
+    """An unknown step or a bad parameter in a recipe (one line naming it)."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed recipe: its text, the transform it builds (None: no defense), whether it is random."""
+
+    text: str
+    transform: DefenseTransform | None
+    random: bool
+
+    @property
+    def name(self) -> str:
+        return self.text
+
+
+def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
+    """The recipe ``text`` (``plain``, or steps joined by ``+``), its transforms built for one graph.
+
+    Random steps take op seeds derived from ``seed`` so that a classifier built with the same graph
+    seed replays the same draws. JPEG and bit depth are built straight-through: their forward pass
+    is exact, their backward pass the identity (only an adaptive evaluation differentiates them).
+    Raises RecipeError (unknown step, bad parameter) or DenoiserWeightsError (bad weights file).
+    """
+    text = text.strip()
+    if text in ("plain", "none", ""):
+        return Recipe("plain", None, False)
+    steps: list[DefenseTransform] = []
+    random = False
+    for index, part in enumerate(text.split("+")):
+        name, _, argument = part.strip().partition(":")
+        op_seed = None if seed is None else seed * 100 + 2 * index
+        try:
+            if name == "resize-pad":
+                steps.append(RandomResizePad(copies=_integer(argument, 2), seed=op_seed))
+                random = True
+            elif name == "jpeg":
+                steps.append(JpegCompression(quality=_integer(argument, 75), straight_through=True))
+            elif name == "bits":
+                steps.append(BitDepthReduction(bits=_integer(argument, 5), straight_through=True))
+            elif name == "median":
+                steps.append(MedianSmoothing(size=_integer(argument, 3)))
+            elif name == "tv":
+                steps.append(TotalVariationSmoothing(weight=float(argument) if argument else 0.05))
+            elif name == "flip" and not argument:
+                steps.append(HorizontalFlip())
+            elif name == "denoiser":
+                steps.append(DenoiserTransform(Path(argument).expanduser() if argument else PACKAGED_DENOISER))
+            else:
+                raise RecipeError(f"unknown recipe step {part.strip()!r} in {text!r}; steps: {', '.join(STEP_NAMES)} or plain")
+        except ValueError as error:
+            if isinstance(error, RecipeError):
+                raise
+            raise RecipeError(f"recipe step {part.strip()!r}: {error}") from None
+    transform = steps[0] if len(steps) == 1 else Compose(steps)
+    return Recipe(text, transform, random)
+
+
+def _integer(argument: str, default: int) -> int:
+    if not argument:
+        return default
+    try:
+        return int(argument)
+    except ValueError:
+        raise ValueError(f"{argument!r} is not an integer") from None
+
+
+class DefendedClassifier:
+    """A classifier behind a recipe: classifies with it and differentiates through it (EOT + BPDA).
+
+    ``passes``: random passes averaged per image (1 for a deterministic recipe); each pass is one
+    ``session.run`` over ``transform.copies`` views. ``gradient_passes``: passes averaged per
+    gradient in an adaptive attack (EOT). Pixels ``(B, H, W, 3)`` uint8 or float 0..255.
+    """
+
+    def __init__(self, classifier: Any, recipe: Recipe, *, passes: int = DEFAULT_PASSES, gradient_passes: int = 1) -> None:
+        if passes < 1 or gradient_passes < 1:
+            raise ValueError(f"passes must be at least 1, got {passes} and {gradient_passes}")
+        self.classifier = classifier
+        self.recipe = recipe
+        self.passes = passes if recipe.random else 1
+        self.gradient_passes = gradient_passes if recipe.random else 1
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    def logits(self, pixels: np.ndarray, *, passes: int | None = None) -> np.ndarray:
+        """``(B, 1000)`` float32: log of the mean probability over all views of ``passes`` random passes."""
+        if self.recipe.transform is None:
+            return self.classifier.logits(pixels)
+        passes = self.passes if passes is None else (passes if self.recipe.random else 1)
+        views = self.classifier.logits_function(self.recipe.transform)
+        total = None
+        for _ in range(passes):
+            per_view = np.asarray(views(pixels), np.float64)  # (copies, B, 1000)
+            probabilities = np.exp(per_view - per_view.max(axis=2, keepdims=True))
+            probabilities /= probabilities.sum(axis=2, keepdims=True)
+            summed = probabilities.sum(axis=0)
+            total = summed if total is None else total + summed
+        mean = total / (passes * self.recipe.transform.copies)
+        return np.log(np.maximum(mean, np.finfo(np.float64).tiny)).astype(np.float32)
+
+    def predict(self, pixels: np.ndarray, *, passes: int | None = None) -> np.ndarray:
+        """``(B,)`` labels 1..1000."""
+        return np.argmax(self.logits(pixels, passes=passes), axis=1) + 1
+
+    def gradient_function(self, loss: Callable[..., Any], transform: Any = None) -> Callable[..., np.ndarray]:
+        """The gradient of ``loss`` through the attack's ``transform`` (if any), then the defense.
+
+        Averaged over ``gradient_passes`` random passes (EOT); non-differentiable steps pass the
+        gradient straight through (BPDA). Same signature as ``Classifier.gradient_function``.
+        """
+        chain = [step for step in (transform, self.recipe.transform) if step is not None]
+        combined = None if not chain else chain[0] if len(chain) == 1 else Compose(chain)
+        gradient = self.classifier.gradient_function(loss, combined)
+        if self.gradient_passes == 1:
+            return gradient
+
+        def averaged(pixels: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+            return expectation_over_transformation(gradient, pixels, labels, weights, passes=self.gradient_passes)
+
+        return averaged

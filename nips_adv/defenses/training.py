@@ -1,0 +1,251 @@
+"""Training the LGD denoiser on adversarial examples made with nips_adv's own attacks.
+
+Liao, Liang, Dong, Pang, Hu & Zhu 2018 (arXiv 1712.02976): the denoiser is trained so that the
+defense's classifiers see on denoised adversarial images the logits they see on the clean ones.
+Here the adversarial images are crafted by ``sign_gradient_attack`` on surrogate models (each image
+gets one (method, eps) per surrogate, drawn under the seed) and cached in a work folder, with the
+clean images' target logits, so a resumed or repeated run attacks nothing twice. Checkpoints hold
+the denoiser, Adam's state and the step, so a resumed run continues the same trajectory.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write
+from ..contract.images import list_png_files, read_png
+from .denoiser import build_denoiser_training, save_denoiser_weights
+
+logger = logging.getLogger("nips_adv")
+
+IMAGE_SIDE = 299
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field", "immunohistochemistry", "retina")
+"""Colour photos bundled with scikit-image (no download); cropped to a square and resized to 299."""
+
+
+@dataclass
+class TrainingSet:
+    """Clean images ``(N, 299, 299, 3)`` uint8, adversarial ones ``(M, ...)`` uint8, and for each
+    adversarial image the index of its clean one; ``targets`` ``(N, 1000)``: the clean images' logits."""
+
+    clean: np.ndarray
+    adversarial: np.ndarray
+    source: np.ndarray
+    targets: np.ndarray
+
+
+def split_dev_images(folder: Path, train_count: int) -> tuple[list[Path], list[Path]]:
+    """The PNGs of ``folder`` sorted by name: the first ``train_count`` train, the rest validate."""
+    paths = sorted(list_png_files(Path(folder)), key=lambda path: path.name)
+    return paths[:train_count], paths[train_count:]
+
+
+def load_images(paths: Sequence[Path], *, with_skimage: bool = False) -> np.ndarray:
+    """``(N, 299, 299, 3)`` uint8: the PNGs (resized when another size), then scikit-image's photos."""
+    from PIL import Image
+
+    images = []
+    for path in paths:
+        pixels = read_png(path)
+        if pixels.shape[:2] != (IMAGE_SIDE, IMAGE_SIDE):
+            pixels = np.asarray(Image.fromarray(pixels).resize((IMAGE_SIDE, IMAGE_SIDE), Image.BICUBIC))
+        images.append(pixels)
+    if with_skimage:
+        import skimage.data
+
+        for name in SKIMAGE_PHOTOS:
+            try:
+                photo = np.asarray(getattr(skimage.data, name)())
+            except Exception as error:  # a photo that needs a download: skip it
+                logger.debug("scikit-image photo %s unavailable: %s", name, error)
+                continue
+            if photo.ndim != 3 or photo.shape[2] < 3:
+                continue
+            photo = photo[..., :3].astype(np.uint8)
+            side = min(photo.shape[:2])
+            top, left = (photo.shape[0] - side) // 2, (photo.shape[1] - side) // 2
+            square = Image.fromarray(photo[top : top + side, left : left + side])
+            images.append(np.asarray(square.resize((IMAGE_SIDE, IMAGE_SIDE), Image.BICUBIC)))
+    return np.stack(images)
+
+
+def craft_adversarial(
+    clean: np.ndarray,
+    *,
+    surrogates: Sequence[str],
+    methods: Sequence[str],
+    epsilons: Sequence[float],
+    seed: int,
+    cache: Path,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Adversarial images ``(len(surrogates) * N, ...)`` uint8 and their clean indices, cached in ``cache``.
+
+    For each surrogate (one classifier at a time), each image gets a (method, eps) drawn under
+    ``seed``; images sharing one are attacked together. A surrogate's images are saved as soon as
+    they are done (``cache``-``name``.npz), so an interrupted run resumes where it stopped.
+    """
+    from tqdm import tqdm
+
+    from ..attacks.sign_gradient import method_config, sign_gradient_attack
+    from ..models.classifier import Classifier
+
+    rng = np.random.default_rng(seed)
+    outputs, sources = [], []
+    for surrogate in surrogates:
+        method_index = rng.integers(len(methods), size=len(clean))
+        eps_index = rng.integers(len(epsilons), size=len(clean))
+        part = cache.with_name(f"{cache.stem}-{surrogate}.npz")
+        if part.is_file():
+            with np.load(part) as stored:
+                if stored["adversarial"].shape == clean.shape:
+                    outputs.append(stored["adversarial"])
+                    sources.append(np.arange(len(clean)))
+                    continue
+        adversarial = np.empty_like(clean)
+        with Classifier.create(surrogate, seed=seed) as model, tqdm(
+            total=len(clean), desc=f"attacks on {surrogate}", unit="img", file=sys.stderr, disable=not progress
+        ) as bar:
+            for chosen_method in range(len(methods)):
+                for chosen_eps in range(len(epsilons)):
+                    indices = np.flatnonzero((method_index == chosen_method) & (eps_index == chosen_eps))
+                    config = method_config(methods[chosen_method])
+                    for start in range(0, len(indices), batch_size):
+                        batch = indices[start : start + batch_size]
+                        adversarial[batch] = sign_gradient_attack(
+                            model, clean[batch], float(epsilons[chosen_eps]), labels=None, targeted=False, config=config
+                        )
+                        bar.update(len(batch))
+        with atomic_write(part) as stream:
+            np.savez(stream, adversarial=adversarial)
+        outputs.append(adversarial)
+        sources.append(np.arange(len(clean)))
+    return np.concatenate(outputs), np.concatenate(sources)
+
+
+def clean_logits(classifier, clean: np.ndarray, cache: Path, batch_size: int = 16) -> np.ndarray:
+    """The fused logits ``(N, 1000)`` of ``clean`` under ``classifier``, cached in ``cache``."""
+    if cache.is_file():
+        with np.load(cache) as stored:
+            if stored["logits"].shape[0] == len(clean):
+                return stored["logits"]
+    logits = np.concatenate([classifier.logits(clean[start : start + batch_size]) for start in range(0, len(clean), batch_size)])
+    with atomic_write(cache) as stream:
+        np.savez(stream, logits=logits)
+    return logits
+
+
+def save_training_state(session, training, path: Path) -> None:
+    """Every variable training changes, by graph name, into ``path`` (.npz, atomic)."""
+    values = session.run({variable.op.name: variable for variable in training.state})
+    with atomic_write(path) as stream:
+        np.savez(stream, **values)
+
+
+def load_training_state(session, training, path: Path) -> int:
+    """Restore a checkpoint written by ``save_training_state``; returns the step it was taken at."""
+    with np.load(path) as stored:
+        for variable in training.state:
+            variable.load(stored[variable.op.name], session)
+    return int(session.run(_global_step(training)))
+
+
+def _global_step(training):
+    return next(variable for variable in training.state if variable.op.name == "global_step")
+
+
+def train_denoiser(
+    classifier,
+    train: TrainingSet,
+    validation: TrainingSet | None,
+    output: Path,
+    *,
+    work_dir: Path,
+    steps: int,
+    batch_size: int = 4,
+    learning_rate: float = 1e-3,
+    checkpoint_every: int = 50,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train the denoiser in front of ``classifier`` (its graph, weights frozen) for ``steps`` steps.
+
+    Resumes from ``work_dir/checkpoint.npz`` when it exists. Every ``checkpoint_every`` steps (and
+    at the end) the state is saved and, with ``validation``, its loss measured; ``output`` gets the
+    weights of the best validation loss so far (without validation: the latest). Batches are drawn
+    from a permutation per epoch seeded by ``seed`` and the epoch, so a resumed run sees the same ones.
+    Returns the final figures (train loss of the last interval, validation loss and agreement).
+    """
+    # Variables are looked up, loaded and saved through the default graph: make it the classifier's.
+    with classifier.graph.as_default():
+        return _train(classifier, train, validation, output, work_dir, steps, batch_size, learning_rate,
+                      checkpoint_every, seed, progress)
+
+
+def _train(classifier, train, validation, output, work_dir, steps, batch_size, learning_rate, checkpoint_every,
+           seed, progress) -> dict[str, float]:
+    from tqdm import tqdm
+
+    from ..models.tf_compat import tf1
+
+    checkpoint = work_dir / "checkpoint.npz"
+    tf1.set_random_seed(seed)
+    training = build_denoiser_training(classifier.fused_logits_tensor, learning_rate=learning_rate, target_logits=True)
+    session = classifier.session
+    session.run(training.initializer)
+    step = load_training_state(session, training, checkpoint) if checkpoint.is_file() else 0
+    if step:
+        logger.info("resumed from %s at step %d", checkpoint, step)
+    per_epoch = max(1, len(train.adversarial) // batch_size)
+    best = float("inf")
+    figures: dict[str, float] = {}
+    recent: list[float] = []
+    with tqdm(total=steps, initial=min(step, steps), unit="step", file=sys.stderr, disable=not progress) as bar:
+        while step < steps:
+            epoch, position = divmod(step, per_epoch)
+            order = np.random.default_rng([seed, epoch]).permutation(len(train.adversarial))
+            batch = order[position * batch_size : (position + 1) * batch_size]
+            adversarial = train.adversarial[batch].astype(np.float32)
+            targets = train.targets[train.source[batch]]
+            recent.append(training.step(session, targets, adversarial))
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(recent[-20:]):.3f}")
+            if step % checkpoint_every == 0 or step == steps:
+                save_training_state(session, training, checkpoint)
+                figures = {"step": step, "train_loss": float(np.mean(recent))}
+                recent = []
+                if validation is not None:
+                    figures.update(validation_figures(session, training, validation))
+                    logger.info(
+                        "step %d: train loss %.4f, validation loss %.4f, top-1 agreement with clean %.3f",
+                        step, figures["train_loss"], figures["validation_loss"], figures["validation_agreement"],
+                    )
+                    if figures["validation_loss"] < best:
+                        best = figures["validation_loss"]
+                        save_denoiser_weights(session, output)
+                else:
+                    save_denoiser_weights(session, output)
+    if not output.is_file():
+        save_denoiser_weights(session, output)
+    return figures
+
+
+def validation_figures(session, training, validation: TrainingSet, batch_size: int = 8) -> dict[str, float]:
+    """The validation loss, and the share of denoised adversarial images whose top class is the clean image's."""
+    losses, agree = [], []
+    for start in range(0, len(validation.adversarial), batch_size):
+        index = np.arange(start, min(start + batch_size, len(validation.adversarial)))
+        targets = validation.targets[validation.source[index]]
+        feed = {training.clean: targets, training.adversarial: validation.adversarial[index].astype(np.float32)}
+        loss, logits = session.run([training.loss_tensor, training.denoised_logits], feed)
+        losses.append(loss * len(index))
+        agree.extend(np.argmax(logits, axis=1) == np.argmax(targets, axis=1))
+    return {"validation_loss": float(np.sum(losses) / len(agree)), "validation_agreement": float(np.mean(agree))}

@@ -1,0 +1,296 @@
+"""Every attack method in the one loop: numpy references of NI/VMI, the bound, the plan on a fake clock,
+and every method through a real (toy, linear) two-network ensemble."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from attack_fakes import CountingModel, FakeClock, write_inputs
+from click.testing import CliRunner
+
+from nips_adv.attacks.directory import attack_directory
+from nips_adv.attacks.plan import MAX_COPIES, NON_TARGETED_FAMILY, TARGETED_METHOD, choose_plan, cost_per_image
+from nips_adv.attacks.sign_gradient import METHODS, SignGradientConfig, chunked_gradient, method_config, sign_gradient_attack
+from nips_adv.attacks.time_budget import TimeBudget
+from nips_adv.cli.attack import attack_command, targeted_attack_command
+from nips_adv.contract.csv_files import write_label_file
+from nips_adv.contract.epsilon import max_perturbation
+from nips_adv.contract.images import read_png
+
+
+class QuadraticModel:
+    """Loss of image i: -0.5 * ||x_i - centre_i||^2, so the gradient at x is centre - x (numpy, exact)."""
+
+    def __init__(self, centre: np.ndarray) -> None:
+        self.centre = centre.astype(np.float32)
+        self.points: list[np.ndarray] = []
+
+    def logits(self, pixels):
+        logits = np.zeros((len(pixels), 1000), np.float32)
+        logits[:, 4] = 1.0
+        return logits
+
+    def gradient_function(self, loss, transform=None):
+        def gradient_of(pixels, labels, weights=None):
+            self.points.append(np.array(pixels))
+            return self.centre[: len(pixels)] - pixels if len(pixels) == len(self.centre) else self._rows(pixels)
+
+        return gradient_of
+
+    def _rows(self, pixels):
+        raise AssertionError("the loop split a batch it should not have split")
+
+
+def _reference(clean, centre, eps, *, iterations, decay, nesterov, samples=0, beta=1.5, seed=0, targeted=False):
+    """NI-FGSM / VMI / VNI from the papers' equations (Lin et al. 2020 eq. 6-8; Wang & He 2021 alg. 1), in
+    numpy float32 like the loop (the iterate oscillates around the centre, where float64 would flip signs)."""
+    f32 = np.float32
+    rng = np.random.default_rng(seed)
+    x = clean.astype(f32)
+    lower, upper = np.maximum(clean.astype(f32) - eps, 0), np.minimum(clean.astype(f32) + eps, 255)
+    alpha = eps / iterations
+    sign = -1.0 if targeted else 1.0
+    g = np.zeros_like(x)
+    v = np.zeros_like(x)
+    gradient_at = lambda points: centre.astype(f32) - points
+    for _ in range(iterations):
+        point = (x + f32(sign * alpha * decay) * g).astype(f32) if nesterov else x
+        current = gradient_at(point)
+        tuned = current + v
+        g = (decay * g + tuned / np.mean(np.abs(tuned), axis=(1, 2, 3), keepdims=True)).astype(f32)
+        if samples:
+            total = np.zeros(x.shape, np.float64)
+            for _ in range(samples):
+                total += gradient_at((x + rng.uniform(-beta * eps, beta * eps, size=x.shape)).astype(f32))
+            v = (total / samples - current).astype(f32)
+        x = np.clip(x + f32(sign * alpha) * np.sign(g), lower, upper)
+    return np.clip(np.rint(x), lower, upper).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("method", "samples", "targeted"),
+    [("ni-fgsm", 0, False), ("ni-fgsm", 0, True), ("vmi-fgsm", 3, False), ("vni-fgsm", 3, False), ("vni-fgsm", 2, True)],
+)
+def test_nesterov_and_variance_tuning_match_a_numpy_reference(method: str, samples: int, targeted: bool) -> None:
+    rng = np.random.default_rng(4)
+    clean = rng.integers(0, 256, size=(2, 5, 4, 3), dtype=np.uint8)
+    centre = rng.uniform(0, 255, size=clean.shape)
+    config = method_config(method, iterations=4, variance_samples=samples or None)
+    if targeted:
+        config = replace(config, step_scale=1.0)
+    adversarial = sign_gradient_attack(QuadraticModel(centre), clean, 6, labels=np.array([1, 2]), targeted=targeted,
+                                       config=config, seed=11)
+    expected = _reference(clean, centre, 6, iterations=4, decay=1.0, nesterov=config.nesterov, samples=samples, seed=11,
+                          targeted=targeted)
+    assert np.array_equal(adversarial, expected)
+
+
+def test_nesterov_takes_the_gradient_ahead_of_the_iterate() -> None:
+    clean = np.full((1, 3, 3, 3), 100, np.uint8)
+    model = QuadraticModel(np.full(clean.shape, 200.0))
+    sign_gradient_attack(model, clean, 8, labels=np.array([1]), targeted=False, config=method_config("ni-fgsm", iterations=2))
+    # Step 1 at the clean image (no momentum yet); step 2 at x1 + alpha * mu * g1, g1 = 1 everywhere: 104 + 4.
+    assert np.allclose(model.points[0], 100.0) and np.allclose(model.points[1], 108.0)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("eps", [0, 0.5, 1, 2.5, 4, 16, 37.3, 128, 255])
+def test_every_method_keeps_every_eps_bound(method: str, eps: float) -> None:
+    rng = np.random.default_rng(int(eps * 10) + len(method))
+    clean = rng.integers(0, 256, size=(2, 6, 5, 3), dtype=np.uint8)
+    clean[0, 0, 0] = (0, 255, 128)
+    model = QuadraticModel(rng.uniform(-300, 600, size=clean.shape))
+    config = method_config(method, iterations=min(METHODS[method].iterations, 3), variance_samples=2 if METHODS[method].variance_samples else None)
+    for targeted in (False, True):
+        adversarial = sign_gradient_attack(model, clean, eps, labels=np.array([3, 4]), targeted=targeted, config=config)
+        assert adversarial.dtype == np.uint8 and adversarial.shape == clean.shape
+        assert max_perturbation(clean, adversarial) <= eps
+
+
+def test_copies_bound_the_images_per_session_run() -> None:
+    calls: list[int] = []
+
+    def gradient_of(pixels, labels, weights):
+        calls.append(len(pixels))
+        return pixels * labels[:, :1, None, None] + weights[:, :1, None, None]
+
+    pixels = np.random.default_rng(0).normal(size=(7, 2, 2, 3)).astype(np.float32)
+    labels = np.arange(1, 8)[:, None]
+    weights = np.linspace(0, 1, 7, dtype=np.float32)[:, None]
+    whole = gradient_of(pixels, labels, weights)
+    calls.clear()
+    assert np.array_equal(chunked_gradient(gradient_of, labels, weights, 3)(pixels), whole)
+    assert calls == [3, 3, 1]
+    # BSR's 20 copies with chunks of 64 image-copies: 3 images per run.
+    config = method_config("bsr")
+    assert config.copies_per_gradient == 20 and config.chunk_images // config.copies_per_gradient == 3
+
+
+def test_copy_transforms_and_their_copies() -> None:
+    assert method_config("si-ni-fgsm").copies_per_gradient == 5
+    assert method_config("si-ni-fgsm", copies=3).copies_per_gradient == 3
+    assert method_config("admix").copies_per_gradient == 15 and method_config("admix", copies=2).copies_per_gradient == 10
+    assert method_config("sia", copies=4).copies_per_gradient == 4
+    assert method_config("si-ni-ti-di-fgsm").transform.name == "si+di"
+    assert method_config("vmi-fgsm").gradients_per_iteration == 21
+    assert cost_per_image(method_config("bsr", copies=5, iterations=10)) == 50
+    for bad, message in [({"copies": 0}, "copies must be at least 1"), ({"copy_transform": "zoom"}, "unknown copy transform")]:
+        with pytest.raises(ValueError, match=message):
+            SignGradientConfig(copy_transform="bsr", **bad) if "copies" in bad else SignGradientConfig(**bad)
+    with pytest.raises(ValueError, match="copies need a copy transform"):
+        method_config("mi-fgsm", copies=2)
+
+
+def test_the_logit_preset_keeps_its_long_run_when_targeted() -> None:
+    config = method_config("logit-ti-di-mi-fgsm", targeted=True)
+    assert (config.iterations, config.loss, config.step_for(16)) == (300, "logit", 2.0)
+    assert method_config("logit-ti-di-mi-fgsm", targeted=True, iterations=40).step_for(16) == 2.0
+
+
+# --- the plan -------------------------------------------------------------------------------------
+
+
+def test_the_plan_spends_what_fits_and_degrades_gracefully() -> None:
+    assert choose_plan(targeted=False, gradients_per_image=0.7).config is None
+    small = choose_plan(targeted=False, gradients_per_image=6.5).config
+    assert small.iterations == 6 and small.copies_per_gradient == 1
+    family = METHODS[NON_TARGETED_FAMILY]
+    for budget in (10, 37, 55, 10_000):
+        config = choose_plan(targeted=False, gradients_per_image=budget).config
+        assert cost_per_image(config) <= budget
+    cap = MAX_COPIES[family.copy_transform.split("+")[0]]
+    roomy = choose_plan(targeted=False, gradients_per_image=10_000).config
+    assert roomy.copies == cap and roomy.variance_samples == 20  # then variance tuning takes the rest
+    assert choose_plan(targeted=False, gradients_per_image=cap * 10 * 3 + 5).config.variance_samples == 2
+    targeted = choose_plan(targeted=True, gradients_per_image=80.9).config
+    assert (targeted.iterations, targeted.loss) == (80, "logit")
+    assert choose_plan(targeted=True, gradients_per_image=10_000).config.iterations == METHODS[TARGETED_METHOD].iterations
+    few = choose_plan(targeted=True, gradients_per_image=12).config
+    assert (few.iterations, few.loss, few.step_for(16)) == (12, "cross-entropy", 2.5 * 16 / 12)
+
+
+@pytest.mark.parametrize("seconds", [3.0, 9.0, 40.0, 150.0, 2000.0])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_the_planned_run_never_exceeds_its_budget_nor_drops_an_image(tmp_path: Path, seconds: float, targeted: bool) -> None:
+    clean = write_inputs(tmp_path / "in", 10)
+    if targeted:
+        write_label_file(tmp_path / "in" / "target_class.csv", {name: 7 for name in clean})
+    clock = FakeClock()
+    model = CountingModel(clock, seconds_per_image=lambda call: 0.1)  # 0.1 s per image-copy gradient
+    report = attack_directory(tmp_path / "in", tmp_path / "out", 8, model=model, config=None, targeted=targeted,
+                              batch_size=3, progress=False, time_budget=TimeBudget.starting_now(seconds, clock=clock))
+    assert report.ok and report.images_done == 10
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == sorted(clean)
+    first_pass = 1.0  # 10 images x one gradient
+    assert clock.now - 1000.0 <= max(seconds, first_pass)
+    for name, pixels in clean.items():
+        assert max_perturbation(pixels, read_png(tmp_path / "out" / name)) <= 8
+    if seconds >= 2000 and not targeted:  # (targeted stops at the paper's 300 iterations: 300 s here)
+        assert clock.now - 1000.0 > 0.5 * seconds  # a roomy budget is spent, not left unused
+
+
+def test_a_planned_run_with_no_time_left_keeps_the_one_step_images_and_warns(tmp_path: Path) -> None:
+    clean = write_inputs(tmp_path / "in", 4)
+    clock = FakeClock()
+    model = CountingModel(clock)  # 1 s per image-gradient: the 4 s first pass eats the 3 s budget
+    report = attack_directory(tmp_path / "in", tmp_path / "out", 8, model=model, config=None, batch_size=2,
+                              progress=False, time_budget=TimeBudget.starting_now(3.0, clock=clock))
+    assert report.images_done == 4 and len(model.call_sizes) == 2
+    assert any("keep their one-step version" in warning for warning in report.warnings)
+    for name, pixels in clean.items():  # the fake gradient is all ones: one step of eps up
+        assert np.array_equal(read_png(tmp_path / "out" / name).astype(int), np.clip(pixels.astype(int) + 8, 0, 255))
+
+
+# --- the tools: bad input -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "options", "message"),
+    [
+        (attack_command, ["--method", "pgd"], "--method 'pgd' is unknown"),
+        (targeted_attack_command, ["--own-classes", "3"], "--own-classes is for non-targeted attacks"),
+        (attack_command, ["--method", "bsr", "--copies", "0"], "--copies 0: must be at least 1"),
+        (attack_command, ["--method", "mi-fgsm", "--copies", "2"], "copies need a copy transform"),
+        (attack_command, ["--iterations", "0"], "--iterations 0: must be at least 1"),
+    ],
+)
+def test_bad_options_stop_with_one_line_and_exit_2(tmp_path: Path, command, options: list[str], message: str) -> None:
+    (tmp_path / "in").mkdir()
+    result = CliRunner().invoke(command, [str(tmp_path / "in"), str(tmp_path / "out"), "8", *options])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+# --- every method through a real two-network ensemble (toy pooled-linear networks, 16x16 images) ---
+
+
+@pytest.fixture(scope="module")
+def toy_ensemble(tmp_path_factory: pytest.TempPathFactory):
+    from nips_adv.models.classifier import Classifier, Network
+    from nips_adv.models.networks import Architecture
+    from nips_adv.models.tf_compat import tf, tf1
+
+    side, folder = 16, tmp_path_factory.mktemp("toy_ensemble")
+
+    # Global-average-pooled colour -> logits: unchanged by shuffling, flipping or shifting blocks, so every
+    # transform's gradient still points the white-box way (on a plain linear map BSR's need not).
+    def build_logits(images, scope):
+        with tf1.variable_scope(scope):
+            weights = tf1.get_variable("weights", [3, 1000])
+        return tf.matmul(tf.reduce_mean(images, axis=[1, 2]), weights)
+
+    toy = Architecture("toy", "linear", "Toy", 1000, side, lambda pixels: pixels / 127.5 - 1.0, build_logits)
+    rng = np.random.default_rng(8)
+    networks = []
+    for index, weight in enumerate((1.0, 0.5)):
+        graph = tf.Graph()
+        with graph.as_default():
+            variable = tf1.get_variable("Toy/weights", initializer=rng.normal(0, 1.0, size=(3, 1000)).astype(np.float32))
+            with tf1.Session(graph=graph) as session:
+                session.run(variable.initializer)
+                prefix = tf1.train.Saver([variable]).save(session, str(folder / f"toy{index}.ckpt"), write_meta_graph=False)
+        networks.append(Network(f"toy{index}", toy, Path(prefix), "Toy", weight))
+    with Classifier(networks, seed=1) as classifier:
+        yield classifier
+
+
+def _log_probability(classifier, pixels: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    logits = classifier.logits(pixels).astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return log_p[np.arange(len(labels)), labels - 1]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_runs_on_an_ensemble_and_moves_the_right_way(toy_ensemble, method: str) -> None:
+    clean = np.random.default_rng(2).integers(0, 256, size=(3, 16, 16, 3), dtype=np.uint8)
+    preset = METHODS[method]
+    small = dict(iterations=min(preset.iterations, 3), copies=2 if preset.copy_transform else None,
+                 variance_samples=2 if preset.variance_samples else None)
+    predicted = np.argmax(toy_ensemble.logits(clean), axis=1) + 1
+    away = sign_gradient_attack(toy_ensemble, clean, 8, labels=predicted, targeted=False, config=method_config(method, **small))
+    assert max_perturbation(clean, away) <= 8
+    assert np.all(_log_probability(toy_ensemble, away, predicted) < _log_probability(toy_ensemble, clean, predicted))
+    targets = np.array([10, 500, 999])
+    toward = sign_gradient_attack(toy_ensemble, clean, 8, labels=targets, targeted=True,
+                                  config=method_config(method, targeted=True, **small))
+    assert max_perturbation(clean, toward) <= 8
+    assert np.all(_log_probability(toy_ensemble, toward, targets) > _log_probability(toy_ensemble, clean, targets))
+
+
+def test_the_plan_is_revised_from_the_refinement_s_own_speed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_inputs(tmp_path / "in", 12)
+    clock = FakeClock()
+    # The first pass (4 calls) costs 0.5 s per image-gradient, the refinement 0.1 s: the first plan is too cautious.
+    model = CountingModel(clock, seconds_per_image=lambda call: 0.5 if call < 4 else 0.1)
+    with caplog.at_level("INFO", logger="nips_adv"):
+        report = attack_directory(tmp_path / "in", tmp_path / "out", 8, model=model, config=None, batch_size=3,
+                                  progress=False, time_budget=TimeBudget.starting_now(200.0, clock=clock))
+    assert report.ok and report.images_done == 12
+    plans = [record.getMessage() for record in caplog.records if record.getMessage().startswith("plan")]
+    assert len(plans) >= 2 and plans[1].startswith("plan from 003.png on")
+    assert clock.now - 1000.0 <= 200.0

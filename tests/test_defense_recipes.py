@@ -1,0 +1,297 @@
+"""Defense recipes: parsing, the defended model (averaging, seeds, EOT), and nips-defense's options and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from nips_adv.cli.defense import defense_command
+from nips_adv.contract.images import write_png
+from nips_adv.defenses.denoiser import DenoiserWeightsError
+from nips_adv.defenses.recipes import (
+    PACKAGED_DENOISER,
+    DefendedClassifier,
+    RecipeError,
+    parse_recipe,
+)
+from nips_adv.defenses.transforms import (
+    Compose,
+    HorizontalFlip,
+    JpegCompression,
+    RandomResizePad,
+)
+from nips_adv.models.classifier import Classifier, Network
+
+SIDE = 8
+
+
+@pytest.fixture(scope="module")
+def toy_networks(tmp_path_factory: pytest.TempPathFactory) -> list[Network]:
+    """A linear toy network on 8x8 images (logits = pixels @ W), restored from a real checkpoint."""
+    from nips_adv.models.networks import Architecture
+    from nips_adv.models.tf_compat import tf, tf1
+
+    def build_logits(images, scope):
+        with tf1.variable_scope(scope):
+            weights = tf1.get_variable("weights", [SIDE * SIDE * 3, 1000])
+        return tf.matmul(tf.reshape(images, [-1, SIDE * SIDE * 3]), weights)
+
+    toy = Architecture("toy", "linear", "Toy", 1000, SIDE, lambda pixels: pixels / 255.0, build_logits)
+    matrix = np.random.default_rng(3).normal(0, 3.0, size=(SIDE * SIDE * 3, 1000)).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        variable = tf1.get_variable("Toy/weights", initializer=matrix)
+        with tf1.Session(graph=graph) as session:
+            session.run(variable.initializer)
+            folder = tmp_path_factory.mktemp("toy")
+            prefix = tf1.train.Saver([variable]).save(session, str(folder / "toy.ckpt"), write_meta_graph=False)
+    return [Network("toy", toy, Path(prefix), "Toy")]
+
+
+@pytest.fixture(scope="module")
+def pixels() -> np.ndarray:
+    return np.random.default_rng(7).integers(0, 256, size=(4, SIDE, SIDE, 3)).astype(np.uint8)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = np.asarray(logits, np.float64)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def test_recipes_parse_into_chains_of_transforms() -> None:
+    assert parse_recipe("plain").transform is None
+    jpeg = parse_recipe("jpeg:50")
+    assert jpeg.transform == JpegCompression(50, straight_through=True) and not jpeg.random
+    chain = parse_recipe("flip+resize-pad:3", seed=4)
+    assert isinstance(chain.transform, Compose) and chain.random and chain.transform.copies == 6
+    assert isinstance(chain.transform.transforms[0], HorizontalFlip)
+    assert isinstance(chain.transform.transforms[1], RandomResizePad) and chain.transform.transforms[1].seed is not None
+
+
+@pytest.mark.parametrize("text", ["blur", "jpeg:high", "jpeg:0", "median:4", "flip:2", "resize-pad+sharpen"])
+def test_bad_recipes_raise_one_line_naming_the_step(text: str) -> None:
+    with pytest.raises(RecipeError) as caught:
+        parse_recipe(text)
+    message = str(caught.value)
+    assert "\n" not in message and text.split("+")[-1].split(":")[0] in message
+
+
+def test_the_defended_logits_are_the_log_mean_probability_of_the_views(toy_networks, pixels) -> None:
+    """flip: two views, the image and its mirror; the defense averages their probabilities."""
+    with Classifier(toy_networks) as classifier:
+        defended = DefendedClassifier(classifier, parse_recipe("flip"))
+        expected = 0.5 * _softmax(classifier.logits(pixels)) + 0.5 * _softmax(classifier.logits(pixels[:, :, ::-1]))
+        np.testing.assert_allclose(np.exp(defended.logits(pixels)), expected, rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(defended.predict(pixels), np.argmax(expected, axis=1) + 1)
+        plain = DefendedClassifier(classifier, parse_recipe("plain"))
+        np.testing.assert_array_equal(plain.predict(pixels), classifier.predict(pixels))
+
+
+def test_random_recipes_are_deterministic_under_a_seed(toy_networks, pixels) -> None:
+    def run(seed: int) -> list[np.ndarray]:
+        with Classifier(toy_networks, seed=seed) as classifier:
+            defended = DefendedClassifier(classifier, parse_recipe("resize-pad", seed=seed), passes=2)
+            return [defended.logits(pixels) for _ in range(2)]
+
+    first, again, other = run(5), run(5), run(6)
+    for one, two in zip(first, again):
+        np.testing.assert_array_equal(one, two)
+    assert not np.allclose(first[0], first[1])  # each call draws afresh
+    assert not np.allclose(first[0], other[0])
+
+
+def test_more_passes_average_more_random_views(toy_networks, pixels) -> None:
+    """Passes are separate draws: with the same seed, 3 passes average the first pass's views and two more."""
+    recipe = parse_recipe("resize-pad:2", seed=1)
+    with Classifier(toy_networks, seed=1) as classifier:
+        views = classifier.logits_function(recipe.transform)
+        drawn = np.concatenate([views(pixels) for _ in range(3)])  # (6, B, 1000)
+    with Classifier(toy_networks, seed=1) as classifier:
+        defended = DefendedClassifier(classifier, recipe, passes=3)
+        averaged = defended.logits(pixels)
+    np.testing.assert_allclose(np.exp(averaged), _softmax(drawn).mean(axis=0), rtol=1e-4, atol=1e-6)
+
+
+def test_the_adaptive_gradient_is_the_eot_average_through_the_attack_and_the_defense(toy_networks, pixels) -> None:
+    def loss(logits, labels, weights):
+        from nips_adv.models.tf_compat import tf
+
+        return tf.reduce_sum(logits[:, 5])
+
+    recipe = parse_recipe("jpeg+resize-pad", seed=2)
+    labels = np.ones(len(pixels), np.int64)
+    with Classifier(toy_networks, seed=2) as classifier:
+        single = classifier.gradient_function(loss, recipe.transform)
+        per_pass = [single(pixels, labels) for _ in range(3)]
+    with Classifier(toy_networks, seed=2) as classifier:
+        averaged = DefendedClassifier(classifier, recipe, gradient_passes=3).gradient_function(loss)(pixels, labels)
+    assert np.abs(averaged).sum() > 0  # BPDA: JPEG passes the gradient on
+    np.testing.assert_allclose(averaged, np.mean(per_pass, axis=0), rtol=1e-4, atol=1e-5)
+
+
+# --- nips-defense ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def input_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("defense_inputs")
+    rng = np.random.default_rng(11)
+    for index in range(3):
+        write_png(rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8), folder / f"{index}.png")
+    return folder
+
+
+def _rows(path: Path) -> dict[str, int]:
+    return {name: int(label) for name, label in (line.split(",") for line in path.read_text().splitlines())}
+
+
+def test_plain_equals_the_classifier_argmax(inception_v3_checkpoint: Path, input_dir: Path, tmp_path: Path) -> None:
+    from nips_adv.contract.images import read_png
+
+    output = tmp_path / "out.csv"
+    result = CliRunner().invoke(
+        defense_command,
+        [str(input_dir), str(output), "--plain", "-q", "--model", "inception_v3", "--checkpoint", str(inception_v3_checkpoint)],
+    )
+    assert result.exit_code == 0, result.output
+    names = sorted(path.name for path in input_dir.glob("*.png"))
+    with Classifier.create("inception_v3", inception_v3_checkpoint) as classifier:
+        expected = classifier.predict(np.stack([read_png(input_dir / name) for name in names]))
+    assert _rows(output) == dict(zip(names, expected.tolist()))
+
+
+def _write_truncated(path: Path) -> Path:
+    data = PACKAGED_DENOISER.read_bytes() if PACKAGED_DENOISER.is_file() else b"PK\x03\x04" + bytes(200)
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _write_other_architecture(path: Path) -> Path:
+    np.savez(path, __architecture__=np.array("unet-99"), __version__=np.array(1))
+    return path
+
+
+@pytest.mark.parametrize(
+    "arguments, named",
+    [
+        (["--recipe", "sharpen"], "sharpen"),
+        (["--recipe", "jpeg:101"], "jpeg:101"),
+        (["--recipe", "denoiser:{missing}"], "missing.npz"),
+        (["--recipe", "denoiser:{truncated}"], "truncated.npz"),
+        (["--recipe", "denoiser:{other}"], "other.npz"),
+        (["--plain", "--recipe", "jpeg"], "--plain"),
+    ],
+)
+def test_bad_recipes_and_weights_exit_2_with_one_line_and_write_nothing(
+    arguments: list[str], named: str, input_dir: Path, tmp_path: Path
+) -> None:
+    files = {
+        "missing": tmp_path / "missing.npz",
+        "truncated": _write_truncated(tmp_path / "truncated.npz"),
+        "other": _write_other_architecture(tmp_path / "other.npz"),
+    }
+    arguments = [argument.format(**files) for argument in arguments]
+    output = tmp_path / "out.csv"
+    result = CliRunner().invoke(defense_command, [str(input_dir), str(output), "-q", *arguments])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in result.output
+    assert not output.exists()
+
+
+def test_a_bad_denoiser_file_raises_its_own_error(tmp_path: Path) -> None:
+    with pytest.raises(DenoiserWeightsError):
+        parse_recipe(f"denoiser:{_write_truncated(tmp_path / 'cut.npz')}")
+
+
+def test_a_recipe_runs_through_the_tool_and_verbose_names_it_and_its_seed(
+    inception_v3_checkpoint: Path, input_dir: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out.csv"
+    arguments = [str(input_dir), str(output), "--recipe", "bits:5+resize-pad:2", "--passes", "1", "--seed", "3", "-v",
+                 "--model", "inception_v3", "--checkpoint", str(inception_v3_checkpoint)]
+    result = CliRunner().invoke(defense_command, arguments)
+    assert result.exit_code == 0, result.output
+    assert "recipe bits:5+resize-pad:2, seed 3" in result.output
+    rows = _rows(output)
+    assert sorted(rows) == sorted(path.name for path in input_dir.glob("*.png"))
+    assert all(1 <= label <= 1000 for label in rows.values())
+
+
+def test_the_packaged_denoiser_loads_and_keeps_clean_photos_correct() -> None:
+    """EfficientNet-Lite1 behind the packaged denoiser still sees scikit-image's cat and espresso."""
+    import skimage.data
+
+    recipe = parse_recipe("denoiser")
+    assert recipe.transform is not None and recipe.transform.path == PACKAGED_DENOISER
+    photos = np.stack([skimage.data.chelsea()[:299, 76:375], skimage.data.coffee()[:299, 150:449]])
+    with Classifier.create("efficientnet_lite1") as classifier:
+        denoised = classifier.logits_function(recipe.transform)(photos)[0]
+        plain = classifier.logits(photos)
+    domestic_cats, espresso = {282, 283, 284, 285, 286}, 968
+    labels = np.argmax(denoised, axis=1) + 1
+    assert labels[0] in domestic_cats and labels[1] == espresso
+    np.testing.assert_array_equal(labels, np.argmax(plain, axis=1) + 1)
+
+
+def test_the_time_budget_lowers_the_random_passes_after_the_first_batch(tmp_path: Path) -> None:
+    """Each image-pass costs 1 s on a fake clock; 10 images, 4 passes configured, 30 s in all."""
+    from attack_fakes import FakeClock, write_inputs
+
+    from nips_adv.attacks.time_budget import TimeBudget
+    from nips_adv.defenses.directory import classify_directory
+
+    class CountingDefense:
+        passes = 4
+
+        def __init__(self, clock: FakeClock) -> None:
+            self.clock, self.used = clock, []
+
+        def predict(self, pixels: np.ndarray, passes: int) -> np.ndarray:
+            self.clock.now += passes * len(pixels)
+            self.used.append(passes)
+            return np.full(len(pixels), 7)
+
+    write_inputs(tmp_path / "in", 10)
+    clock = FakeClock()
+    model = CountingDefense(clock)
+    budget = TimeBudget.starting_now(30.0, clock=clock)
+    report = classify_directory(tmp_path / "in", tmp_path / "out.csv", model=model, batch_size=2, progress=False, time_budget=budget)
+    assert model.used[0] == 4 and all(passes < 4 for passes in model.used[1:])
+    assert clock.now - 1000.0 <= 30.0 + 1e-9  # 8 s for the first batch, then 22 s for 8 images: 2 passes each
+    assert len(_rows(tmp_path / "out.csv")) == 10 and any("random passes" in warning for warning in report.warnings)
+
+
+def test_denoiser_training_resumes_exactly_from_its_checkpoint(toy_networks, tmp_path: Path) -> None:
+    """4 steps in one run equal 2 steps, a new process (a new classifier), then 2 more from the checkpoint."""
+    from nips_adv.defenses.denoiser import read_denoiser_weights
+    from nips_adv.defenses.training import TrainingSet, train_denoiser
+
+    rng = np.random.default_rng(5)
+    clean = rng.integers(0, 256, size=(6, SIDE, SIDE, 3)).astype(np.uint8)
+    adversarial = np.clip(clean.astype(int) + rng.choice([-16, 16], size=clean.shape), 0, 255).astype(np.uint8)
+
+    def run(work: Path, steps: int) -> dict:
+        with Classifier(toy_networks) as classifier:
+            targets = classifier.logits(clean)
+            data = TrainingSet(clean, adversarial, np.arange(6), targets)
+            figures = train_denoiser(classifier, data, data, work / "weights.npz", work_dir=work, steps=steps,
+                                     batch_size=2, checkpoint_every=2, seed=1, progress=False)
+        return figures
+
+    (tmp_path / "once").mkdir()
+    (tmp_path / "twice").mkdir()
+    whole = run(tmp_path / "once", 4)
+    run(tmp_path / "twice", 2)
+    resumed = run(tmp_path / "twice", 4)
+    assert whole["step"] == resumed["step"] == 4
+    assert resumed["validation_loss"] == pytest.approx(whole["validation_loss"], rel=1e-5)
+    with np.load(tmp_path / "once" / "checkpoint.npz") as one, np.load(tmp_path / "twice" / "checkpoint.npz") as two:
+        assert sorted(one.files) == sorted(two.files) and any("Adam" in name for name in one.files)
+        for name in one.files:
+            np.testing.assert_allclose(one[name], two[name], rtol=1e-5, atol=1e-7)
+    read_denoiser_weights(tmp_path / "twice" / "weights.npz")
