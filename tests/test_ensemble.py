@@ -218,7 +218,7 @@ def test_an_ensemble_defense_and_score_take_the_model_list_from_the_environment(
     _inputs(tmp_path / "in", 2)
     monkeypatch.setenv("NIPS_ADV_MODEL", "inception_v3,adv_inception_v3")
     checkpoints = f"{inception_v3_checkpoint},{second_checkpoint}"
-    defended = CliRunner().invoke(defense_command, [str(tmp_path / "in"), str(tmp_path / "result.csv"), "--checkpoint", checkpoints, "-q"])
+    defended = CliRunner().invoke(defense_command, [str(tmp_path / "in"), str(tmp_path / "result.csv"), "--plain", "--checkpoint", checkpoints, "-q"])
     assert defended.exit_code == 0, defended.output
     rows = dict(line.split(",") for line in (tmp_path / "result.csv").read_text().splitlines())
     assert sorted(rows) == ["0.png", "1.png"]

@@ -8,12 +8,15 @@ one machine and ~445 s on another for 100 images):
    ensemble on this machine;
 2. ``choose_plan`` turns the time left into image-gradients per image and picks the recipe
    (iterations, copies per step, loss, step) that spends them;
-3. the refinement overwrites the images batch by batch, the ``TimeBudget`` cutting iterations
-   of later batches if it runs slower than planned, and stopping (the first pass's images stand)
-   when not even one iteration of a batch would fit.
+3. the refinement overwrites the images batch by batch; before each batch the plan is chosen again
+   from the refinement's own measured speed (more copies when it runs faster than the first pass
+   said, fewer iterations when slower), and when not one more step fits the refinement stops (the
+   first pass's images stand).
 
-The recipes were chosen by measurement (README, "Choosing the default attack"): crafted on the
-EfficientNet-Lite0 + Lite1 ensemble, scored on Lite2, checked on a second pairing.
+The non-targeted family was chosen by measurement (README, "Choosing the default attack: the
+arena"): crafted on the EfficientNet-Lite0 + Lite1 ensemble, scored on Lite2, checked on a second
+pairing (Lite1 + Lite2, scored on Lite0). The targeted recipe is Zhao et al.'s, not yet measured here
+with many iterations.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@
 - ``denoiser``: a small HGD-style U-Net denoiser (graph builder, .npz weights, a training step)
   and the transform that puts trained weights in front of the classifiers.
 - ``eot``: expectation over transformation, averaging gradients over random passes.
+- ``recipes``: recipes (``denoiser+resize-pad``) parsed into transforms, and ``DefendedClassifier``,
+  the defense as a model: it classifies through the recipe and gives EOT/BPDA gradients of it.
+- ``directory``: the defense's folder job (``nips-defense``), random passes fitted to a time budget.
+- ``training``: the denoiser's training data (attacks crafted here, cached) and resumable training loop.
 
 TensorFlow is imported lazily (through ``nips_adv.models.tf_compat``) when a graph is built.
 """
