@@ -83,7 +83,8 @@ def test_archive_contents(tmp_path: Path, fake_checkpoint: Path, submission_type
         shard = "my_model.ckpt.data-00000-of-00002"
         assert (root / shard).read_bytes() == (fake_checkpoint.parent / shard).read_bytes()
         model_env = (root / "model.env").read_text()
-        assert "MODEL=inception_v3\nCHECKPOINT=my_model.ckpt\nTOOL_OPTIONS=(--method 'it'\"'\"'s fine')\n" in model_env
+        pinned = " --recipe denoiser --seed 0" if submission_type == "defense" else ""  # the defense records its recipe
+        assert f"MODEL=inception_v3\nCHECKPOINT=my_model.ckpt\nTOOL_OPTIONS=(--method 'it'\"'\"'s fine'{pinned})\n" in model_env
     if name.endswith(".tar"):
         with tarfile.open(packaged.archive) as bundle:
             assert {member.uname for member in bundle.getmembers()} == {""}
@@ -110,6 +111,7 @@ def test_entry_point_calls_the_tool_like_the_organisers(tmp_path: Path, fake_che
             assert done.stdout.splitlines() == [
                 TOOLS[submission_type], *arguments, "--model", "inception_v3", "--checkpoint", f"{folder}/my_model.ckpt",
                 "--quiet", "--iterations", "2 3",
+                *(["--recipe", "denoiser", "--seed", "0"] if submission_type == "defense" else []),
             ]  # fmt: skip
             wrong = subprocess.run([f"./{entry_point}"], cwd=folder, env=environment, capture_output=True, text=True)
             assert wrong.returncode == 2 and "usage:" in wrong.stderr
@@ -133,7 +135,8 @@ def test_package_cli(tmp_path: Path, fake_checkpoint: Path, monkeypatch: pytest.
     runner = CliRunner()
     out = tmp_path / "defense.zip"
     result = runner.invoke(
-        package_command, ["defense", "--checkpoint", str(fake_checkpoint), "--image", "me/d:1", "-o", str(out)]
+        package_command,
+        ["defense", "--model", "inception_v3", "--checkpoint", str(fake_checkpoint), "--image", "me/d:1", "-o", str(out)],
     )
     assert result.exit_code == 0, result.output
     assert f"wrote {out}" in result.output and "images me/d:1 / me/d:1-gpu" in result.output
@@ -165,7 +168,8 @@ def test_packaged_submissions_validate_end_to_end(
     archive = tmp_path / name
     result = runner.invoke(
         package_command,
-        [submission_type, "--checkpoint", str(inception_v3_checkpoint), "--tool-options", tool_options, "-o", str(archive)],
+        [submission_type, "--model", "inception_v3", "--checkpoint", str(inception_v3_checkpoint), "--tool-options", tool_options,
+         "-o", str(archive)],
     )
     assert result.exit_code == 0, result.output
     result = runner.invoke(
@@ -263,3 +267,12 @@ def test_packaged_efficientnet_lite_ensemble_needs_no_checkpoint_and_validates(t
     result = runner.invoke(validate_command, [str(archive), "--type", "defense", "--num-images", "2", "--seed", "3", "--time-limit", "300"])
     assert result.exit_code == VALID, result.output
     assert "2 of 2 images classified" in result.output
+
+
+def test_defense_archives_record_the_recipe_and_seed_they_run() -> None:
+    from nips_adv.defenses.recipes import DEFAULT_RECIPE
+    from nips_adv.submission.package import pinned_defense_options
+
+    assert pinned_defense_options([]) == ["--recipe", DEFAULT_RECIPE, "--seed", "0"]
+    assert pinned_defense_options(["--plain"]) == ["--plain", "--seed", "0"]
+    assert pinned_defense_options(["--recipe=jpeg:75", "--seed", "3"]) == ["--recipe=jpeg:75", "--seed", "3"]

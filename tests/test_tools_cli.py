@@ -67,7 +67,8 @@ def test_console_script_positional_contract_with_broken_inputs(
     assert len(changed) == len(clean)
 
     defended = subprocess.run(
-        ["nips-defense", str(tmp_path / "out"), str(tmp_path / "result.csv"), "--checkpoint", str(inception_v3_checkpoint), "-q"],
+        ["nips-defense", str(tmp_path / "out"), str(tmp_path / "result.csv"), "--model", "inception_v3",
+         "--checkpoint", str(inception_v3_checkpoint), "-q"],
         capture_output=True, text=True, env=console_env, timeout=600,
     )
     assert defended.returncode == 0, defended.stderr
@@ -170,7 +171,7 @@ def test_empty_input_dir_writes_nothing(tmp_path: Path, inception_v3_checkpoint:
 def test_missing_checkpoint_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _make_inputs(tmp_path / "in", count=1)
     monkeypatch.setenv("NIPS_ADV_CHECKPOINTS", str(tmp_path / "ckpts"))
-    result = CliRunner().invoke(defense_command, [str(tmp_path / "in"), str(tmp_path / "result.csv")])
+    result = CliRunner().invoke(defense_command, [str(tmp_path / "in"), str(tmp_path / "result.csv"), "--model", "inception_v3"])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -195,7 +196,7 @@ def test_verbose_defense_names_each_predicted_class(tmp_path: Path, inception_v3
     _make_inputs(tmp_path / "in", count=2)
     result = CliRunner().invoke(
         defense_command,
-        [str(tmp_path / "in"), str(tmp_path / "result.csv"), "--checkpoint", str(inception_v3_checkpoint), "-q", "-v"],
+        [str(tmp_path / "in"), str(tmp_path / "result.csv"), "--model", "inception_v3", "--checkpoint", str(inception_v3_checkpoint), "-q", "-v"],
     )
     assert result.exit_code == 0, result.output
     for line in (tmp_path / "result.csv").read_text().splitlines():

@@ -81,7 +81,7 @@ def choose_plan(*, targeted: bool, gradients_per_image: float) -> Plan:
         config = replace(family, iterations=NON_TARGETED_ITERATIONS, copies=copies, variance_samples=samples)
         cost = config.iterations * config.gradients_per_iteration
         tuning = f" + variance tuning ({samples} samples)" if samples else ""
-        return Plan(config, f"{NON_TARGETED_FAMILY}{tuning}, {copies} copies x {NON_TARGETED_ITERATIONS} iterations "
+        return Plan(config, f"{NON_TARGETED_FAMILY}{tuning}, {copies} cop{'y' if copies == 1 else 'ies'} x {NON_TARGETED_ITERATIONS} iterations "
                             f"({cost} gradients per image)", afford)
     iterations = max(1, min(NON_TARGETED_ITERATIONS, budget // single))
     config = replace(METHODS["ti-di-mi-fgsm"], iterations=iterations)

@@ -88,13 +88,18 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar
 """``--quiet``/``-q``, the same in every command."""
 
 
-def model_options(command: Callable) -> Callable:
-    """Options every tool takes: which model, which checkpoint, batch size, precision, verbosity."""
+def model_options(command: Callable | None = None, *, default_model: str = DEFAULT_MODEL) -> Callable:
+    """Options every tool takes: which model, which checkpoint, batch size, precision, verbosity.
+
+    ``@model_options`` or ``@model_options(default_model="a,b")`` for a tool whose default is another model.
+    """
+    if command is None:
+        return functools.partial(model_options, default_model=default_model)
     decorators = [
         click.option(
             "--model",
             "model_name",
-            default=DEFAULT_MODEL,
+            default=default_model,
             show_default=True,
             envvar="NIPS_ADV_MODEL",
             metavar="NAME[:WEIGHT],...",

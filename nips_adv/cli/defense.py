@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from ..defenses.recipes import DEFAULT_DEFENSE_MODEL
 from .common import (
     TimeBudgetType,
     configure_logging,
@@ -44,7 +45,7 @@ from .common import (
     help="Seconds the whole run may take; later batches average fewer random passes when the speed measured on "
     "the first says they will not fit. auto: 4.5 s per image; off: always --passes.",
 )
-@model_options
+@model_options(default_model=DEFAULT_DEFENSE_MODEL)
 def defense_command(
     input_dir: Path,
     output_file: Path,

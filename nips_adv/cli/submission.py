@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 
 from ..contract.constants import BATCH_IMAGES, BATCH_TIME_LIMIT_S, MAX_EPSILON, SUBMISSION_TYPES
+from ..defenses.recipes import DEFAULT_DEFENSE_MODEL
+from ..models.catalogue import DEFAULT_MODEL
 from ..submission.package import DEFAULT_IMAGE
 from .common import configure_logging, fail, parse_model_option
 
@@ -26,11 +28,11 @@ from .common import configure_logging, fail, parse_model_option
 @click.option(
     "--model",
     "model_name",
-    default="inception_v3",
-    show_default=True,
+    default=None,
     metavar="NAME[:WEIGHT],...",
     help="Model, or an ensemble with fusion weights, e.g. efficientnet_lite0,efficientnet_lite1:0.5 "
-    "(`nips-adv models` lists them).",
+    "(`nips-adv models` lists them)  [default: the track's tool's default: inception_v3 for the attacks, "
+    "efficientnet_lite1,efficientnet_lite2 for the defense].",
 )
 @click.option(
     "--image",
@@ -55,7 +57,7 @@ from .common import configure_logging, fail, parse_model_option
 def package_command(
     submission_type: str,
     checkpoint: str | None,
-    model_name: str,
+    model_name: str | None,
     image: str | None,
     gpu_image: str | None,
     tool_options: str,
@@ -81,7 +83,7 @@ def package_command(
             submission_type,
             output,
             checkpoint=checkpoint,
-            model=model_name,
+            model=model_name or (DEFAULT_DEFENSE_MODEL if submission_type == "defense" else DEFAULT_MODEL),
             image=image or DEFAULT_IMAGE,
             gpu_image=gpu_image,
             tool_options=options,

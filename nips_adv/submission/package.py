@@ -94,6 +94,20 @@ def model_env_text(model: str, checkpoint_name: str, tool_options: Sequence[str]
     )
 
 
+def pinned_defense_options(tool_options: Sequence[str]) -> list[str]:
+    """The defense's options with its recipe and seed written out, so the archive records what it runs
+    even if a later nips_adv changes the defaults (``--plain`` and an explicit ``--recipe``/``--seed`` are kept)."""
+    from ..defenses.recipes import DEFAULT_RECIPE
+
+    options = list(tool_options)
+    given = {option.split("=", 1)[0] for option in options}
+    if "--plain" not in given and "--recipe" not in given:
+        options += ["--recipe", DEFAULT_RECIPE]
+    if "--seed" not in given:
+        options += ["--seed", "0"]
+    return options
+
+
 def package_submission(
     submission_type: str,
     output: Path,
@@ -131,6 +145,8 @@ def package_submission(
             raise SubmissionError(f"{label} {name!r} is not a valid Docker image name")
     metadata = replace(template_metadata, container=image, container_gpu=gpu_image)
 
+    if submission_type == "defense":
+        tool_options = pinned_defense_options(tool_options)
     members = parse_members(model, checkpoint)
     prefixes = [network.checkpoint for network in resolve_networks(members)]
     archived = _archive_names(prefixes)

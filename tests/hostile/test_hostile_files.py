@@ -72,7 +72,8 @@ def test_defense_refuses_an_output_named_like_an_input_and_replaces_a_link(tmp_p
     (tmp_path / "result.csv").symlink_to(precious)
     done = CliRunner().invoke(
         defense_command,
-        [str(tmp_path / "in"), str(tmp_path / "result.csv"), "--checkpoint", str(inception_v3_checkpoint), "--quiet"],
+        [str(tmp_path / "in"), str(tmp_path / "result.csv"), "--model", "inception_v3", "--checkpoint", str(inception_v3_checkpoint),
+         "--quiet"],
     )
     assert done.exit_code == 0, done.output
     assert precious.read_text() == "not a CSV"

@@ -88,7 +88,9 @@ def test_tools_name_the_bomb_and_write_the_others(tmp_path: Path, inception_v3_c
     for index in range(2):
         write_png(np.full((299, 299, 3), 40 * index, np.uint8), tmp_path / "in" / f"good{index}.png")
     common = ["--checkpoint", str(inception_v3_checkpoint), "--quiet", "--batch-size", "4"]
-    defended = CliRunner().invoke(defense_command, [str(tmp_path / "in"), str(tmp_path / "result.csv"), *common])
+    defended = CliRunner().invoke(
+        defense_command, [str(tmp_path / "in"), str(tmp_path / "result.csv"), "--model", "inception_v3", *common]
+    )
     assert defended.exit_code == 1, defended.output
     assert "bomb_huge.png" in defended.output and "bomb_under_limit.png" in defended.output
     rows = (tmp_path / "result.csv").read_text().splitlines()
@@ -100,7 +102,7 @@ def test_tools_name_the_bomb_and_write_the_others(tmp_path: Path, inception_v3_c
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["good0.png", "good1.png"]
     # --max-pixels below 299 x 299 refuses even the good ones, by name.
     refused = CliRunner().invoke(
-        defense_command, [str(tmp_path / "in"), str(tmp_path / "small.csv"), "--max-pixels", "1000", *common]
+        defense_command, [str(tmp_path / "in"), str(tmp_path / "small.csv"), "--max-pixels", "1000", "--model", "inception_v3", *common]
     )
     assert refused.exit_code == 1 and "good0.png" in refused.output
     set_max_pixels(None)
