@@ -2,7 +2,7 @@
 
 Layout (one room per concern):
 - ``contract``: the competition's formats and limits (PNG I/O and image names, epsilon box, CSVs,
-  class names, constants).
+  class names, constants; ``atomic``, the one atomic file writer).
 - ``models``: architectures, the weights catalogue and the classifier (the only place with sessions).
 - ``attacks``: the one sign-gradient loop and the attack folder job.
 - ``defenses``: input transforms, the denoiser, recipes and the defense folder job.
@@ -11,7 +11,6 @@ Layout (one room per concern):
 - ``submission``: packaging, validating and running submissions; ``archives`` their zip/tar files.
 - ``download``: datasets and reference checkpoints.
 - ``cli``: thin click shells over the library; ``demo`` and ``bench`` are applications of it.
-- ``atomic``: the one atomic file writer.
 """
 
 __version__ = "0.1.0"

@@ -96,8 +96,8 @@ def main() -> int:
     from nips_adv.attacks import attack_directory, method_config
     from nips_adv.contract.csv_files import write_label_file
     from nips_adv.contract.images import list_png_files
-    from nips_adv.models.classifier import Classifier
     from nips_adv.evaluation.accuracy import read_dataset_labels, score_directory
+    from nips_adv.models.classifier import Classifier
 
     if not arguments.images.is_dir() or not arguments.dataset.is_file():
         print(f"bench_attacks: need --images DIR and --dataset CSV (looked for {arguments.images}, {arguments.dataset})",

@@ -15,7 +15,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from nips_adv.atomic import write_text_atomically
+from nips_adv.contract.atomic import write_text_atomically
 
 INFO = "timm/data/_info/"
 DESTINATION = Path(__file__).resolve().parents[1] / "nips_adv" / "data" / "imagenet_class_names.txt"

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import pytest
 
-from nips_adv.archives import (
+from nips_adv.submission.archives import (
     ArchiveError,
     UnsafeArchiveError,
     extract_archive,

@@ -55,7 +55,8 @@ def _reference(clean, centre, eps, *, iterations, decay, nesterov, samples=0, be
     sign = -1.0 if targeted else 1.0
     g = np.zeros_like(x)
     v = np.zeros_like(x)
-    gradient_at = lambda points: centre.astype(f32) - points
+    def gradient_at(points):
+        return centre.astype(f32) - points
     for _ in range(iterations):
         point = (x + f32(sign * alpha * decay) * g).astype(f32) if nesterov else x
         current = gradient_at(point)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from nips_adv.archives import ArchiveError, extracted_archive, find_submission_root
 from nips_adv.cli.submission import package_command, validate_command
 from nips_adv.models import CheckpointError
+from nips_adv.submission.archives import ArchiveError, extracted_archive, find_submission_root
 from nips_adv.submission.metadata import SubmissionError, read_metadata
 from nips_adv.submission.package import DEFAULT_IMAGE, TEMPLATES_DIR, gpu_image_for, package_submission
 from nips_adv.submission.validate import VALID

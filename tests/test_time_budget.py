@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from attack_fakes import CountingModel, FakeClock, write_inputs
 from click.testing import CliRunner
 
 from nips_adv.attacks.directory import attack_directory
@@ -13,8 +14,6 @@ from nips_adv.attacks.sign_gradient import method_config
 from nips_adv.attacks.time_budget import TimeBudget, auto_budget_seconds
 from nips_adv.cli.attack import attack_command
 from nips_adv.contract.images import read_png, write_png
-
-from attack_fakes import CountingModel, FakeClock, write_inputs
 
 
 def test_no_measurement_means_the_configured_iterations() -> None:

@@ -245,7 +245,8 @@ class BlockShuffleRotation:
         out_row, row_source, row_block, row_origin = _block_layout(row_sizes, row_orders, height)  # (C, H)
         # Columns: per output row-block k its own order, (C, n, W); then picked per output row.
         out_column, column_source, column_block, column_origin = _block_layout(column_sizes, column_orders, width)
-        pick = lambda per_strip: tf.gather(per_strip, row_block, axis=1, batch_dims=1)  # (C, n, W) -> (C, H, W)
+        def pick(per_strip):
+            return tf.gather(per_strip, row_block, axis=1, batch_dims=1)  # (C, n, W) -> (C, H, W)
         local_x, block_width, origin_x = pick(out_column), pick(column_source), pick(column_origin)
         block_column = pick(column_block)
         local_y, block_height, origin_y = (tf.broadcast_to(t[:, :, None], tf.shape(local_x)) for t in (out_row, row_source, row_origin))

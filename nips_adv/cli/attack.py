@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
+from ..attacks.losses import LOSSES
 from ..attacks.plan import NON_TARGETED_FAMILY, TARGETED_METHOD
 from ..attacks.sign_gradient import METHODS, SignGradientConfig, method_config
 from ..attacks.time_budget import AUTO_BUDGET_FRACTION, CONTRACT_SECONDS_PER_IMAGE
 from ..contract.constants import TARGET_CLASS_FILE
-from ..attacks.losses import LOSSES
 from .common import EpsilonType, TimeBudgetType, configure_logging, fail, model_options, parse_model_option, resolve_epsilon
 
 

@@ -113,10 +113,10 @@ def checkpoint_command(name: str | None, list_only: bool, directory: Path | None
     if sha256 is not None and not (len(sha256.strip()) == 64 and all(c in "0123456789abcdefABCDEF" for c in sha256.strip())):
         raise click.BadParameter(f"{sha256!r} is not a SHA-256 (64 hex digits)", param_hint="--sha256")
 
-    from ..archives import ArchiveError
     from ..download.checkpoints import CheckpointDownloadError, install_checkpoint
     from ..download.http import FetchError
     from ..models.checkpoints import CheckpointError, checkpoint_dir
+    from ..submission.archives import ArchiveError
 
     policy = RetryPolicy(attempts=retries + 1, backoff_s=backoff, timeout_s=timeout, deadline_s=deadline)
     with failing_on(PROGRAM, CheckpointDownloadError, CheckpointError, FetchError, ArchiveError, path=directory or ""):

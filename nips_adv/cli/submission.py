@@ -69,8 +69,8 @@ def package_command(
     The archive holds the template's entry point, metadata.json with the image names, model.env
     naming the models and their checkpoints, and every checkpoint's files. Exit status: 0 written, 2 error.
     """
-    from ..archives import ArchiveError
     from ..models import CheckpointError, ModelListError
+    from ..submission.archives import ArchiveError
     from ..submission.metadata import SubmissionError
     from ..submission.package import package_submission, unpullable_image_warning
 
@@ -274,7 +274,7 @@ def _scoring_members(model_name: str, checkpoint: str | None) -> list:
     """The scoring model's members with their checkpoints found (converted once where packaged) before the run,
     so that a bad list or a missing file ends with one line and exit 2 instead of after a long run."""
     from ..models import CheckpointError, ModelListError
-    from ..models.classifier import Member, parse_members, resolve_networks
+    from ..models.classifier import Member, resolve_networks
 
     members = parse_model_option("nips-adv validate", model_name, checkpoint)
     try:

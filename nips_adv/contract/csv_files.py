@@ -13,7 +13,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_write
+from .atomic import atomic_write
 from .constants import NUM_LABELS, TARGET_CLASS_FILE
 
 DATASET_COLUMNS = ("ImageId", "TrueLabel", "TargetClass")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..atomic import atomic_write
+from .atomic import atomic_write
 from .constants import IMAGE_SIZE
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -158,7 +158,7 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
 
 
 def write_png(pixels: np.ndarray, path: Path, *, durable: bool = False) -> None:
-    """Write a ``(height, width, 3)`` uint8 array as an RGB PNG, atomically (``nips_adv.atomic``).
+    """Write a ``(height, width, 3)`` uint8 array as an RGB PNG, atomically (``nips_adv.contract.atomic``).
 
     The file appears under its final name only once complete, so a run killed at the time
     limit never leaves a half-written image; ``durable`` also fsyncs it (downloads).

@@ -112,7 +112,7 @@ def denoiser_variables(scope: str = "denoiser") -> dict[str, "tf.Variable"]:
 
 def save_denoiser_weights(session: "tf.compat.v1.Session", path: Path, scope: str = "denoiser") -> None:
     """Write the denoiser's variables under ``scope`` to ``path`` (``.npz``), atomically."""
-    from ..atomic import atomic_write
+    from ..contract.atomic import atomic_write
 
     values = session.run(denoiser_variables(scope))
     arrays = {name: np.asarray(value, np.float32) for name, value in values.items()}

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..atomic import write_text_atomically
 from ..attacks.time_budget import TimeBudget
+from ..contract.atomic import write_text_atomically
 from ..contract.constants import TARGET_CLASS_FILE
 from ..contract.csv_files import write_label_rows
 from ..contract.labels import class_name

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write
+from ..contract.atomic import atomic_write
 from ..contract.images import list_png_files, read_png
 from .denoiser import build_denoiser_training, save_denoiser_weights
 

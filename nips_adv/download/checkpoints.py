@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..archives import extract_archive
 from ..models.catalogue import CATALOGUE as MODEL_CATALOGUE
 from ..models.catalogue import TF_MODELS_URL, CatalogueEntry
 from ..models.checkpoints import CheckpointError, checkpoint_exists, checkpoint_files
+from ..submission.archives import extract_archive
 from .http import RetryPolicy, fetch_to_file, join_url, sha256_of_file
 
 DEFAULT_CHECKPOINT_BASE_URL = TF_MODELS_URL

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..atomic import write_bytes_atomically
+from ..contract.atomic import write_bytes_atomically
 from ..contract.constants import IMAGE_SIZE
 from ..contract.csv_files import DOWNLOAD_COLUMNS, Box, ContractFileError, DatasetRow, DatasetTable, read_dataset
 from ..contract.images import ImageReadError, image_file_name, open_image_guarded, to_rgb_array, write_png

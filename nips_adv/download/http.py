@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..atomic import atomic_write
+from ..contract.atomic import atomic_write
 
 USER_AGENT = f"nips_adv/{__version__} (+https://github.com/cleverhans-lab/cleverhans)"
 CHUNK_BYTES = 1 << 16

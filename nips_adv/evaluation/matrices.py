@@ -41,7 +41,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_write, write_text_atomically
+from ..contract.atomic import atomic_write, write_text_atomically
 from .pieces import NOT_RUN, PieceRecord
 from .plan import CLEAN_TRACK, DatasetImage
 from .pool import Pool

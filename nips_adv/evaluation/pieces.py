@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import write_text_atomically
+from ..contract.atomic import write_text_atomically
 from ..contract.constants import TARGET_CLASS_FILE
 from ..contract.csv_files import ContractFileError, read_label_file, write_label_file
 from ..contract.epsilon import project_to_epsilon_box

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..archives import ARCHIVE_SUFFIXES, ArchiveError, extract_archive, find_submission_root
 from ..contract.constants import BATCH_IMAGES, BATCH_TIME_LIMIT_S, COMPETITION_EPSILONS
 from ..contract.csv_files import labelled_rows, read_dataset
 from ..contract.images import image_file_name, image_id_of, list_png_files
+from ..submission.archives import ARCHIVE_SUFFIXES, ArchiveError, extract_archive, find_submission_root
 from ..submission.metadata import SubmissionError, SubmissionMetadata, read_metadata
 from .layout import batch_name, piece_dir
 

@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import write_text_atomically
+from ..contract.atomic import write_text_atomically
 from ..contract.images import image_file_name
 from .layout import POOL_DIR, POOL_FILE
 from .plan import CLEAN_TRACK, DatasetImage, digest

@@ -16,7 +16,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_path, write_text_atomically
+from ..contract.atomic import atomic_path, write_text_atomically
 from ..contract.constants import ATTACK_TYPES
 from ..contract.images import ImageReadError, read_png, write_png
 from ..contract.labels import class_name

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..atomic import write_text_atomically
+from ..contract.atomic import write_text_atomically
 from ..contract.constants import DEFAULT_EPSILON
 from ..contract.csv_files import ContractFileError
 from .executors import run_pieces

@@ -22,9 +22,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__
-from ..archives import archive_kind
-from ..atomic import atomic_path
+from ..contract.atomic import atomic_path
 from ..contract.constants import MAX_ARCHIVE_BYTES, MAX_UNPACKED_BYTES, SUBMISSION_TYPES
+from .archives import archive_kind
 from .metadata import METADATA_FILE, SubmissionError, SubmissionMetadata, is_docker_image_name, read_metadata
 
 DEFAULT_IMAGE = f"nips-adv:{__version__}"

@@ -21,8 +21,8 @@ import hashlib
 import os
 import random
 import re
-import stat
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
-from ..archives import ArchiveError, extract_archive, find_submission_root
 from ..contract.constants import (
     ATTACK_TYPES,
     BATCH_IMAGES,
@@ -48,9 +47,10 @@ from ..contract.constants import (
 from ..contract.csv_files import ContractFileError, read_label_file, write_label_file
 from ..contract.epsilon import max_perturbation
 from ..contract.images import ImageReadError, open_image_guarded, read_png, write_png
+from .archives import ArchiveError, extract_archive, find_submission_root
 from .dev_check import DevSet, Figure, Threshold, attack_figures, classify_outputs, defense_figures
 from .metadata import SubmissionError, SubmissionMetadata, read_metadata
-from .runner import RunResult, Runner, RunnerError, docker_available, run_attack_submission, run_defense_submission
+from .runner import Runner, RunnerError, RunResult, docker_available, run_attack_submission, run_defense_submission
 
 VALID, INVALID, COULD_NOT_RUN = 0, 1, 2
 """Exit statuses of ``nips-adv validate``."""

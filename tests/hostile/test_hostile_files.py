@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nips_adv.atomic import atomic_write, write_bytes_atomically
+from nips_adv.contract.atomic import atomic_write, write_bytes_atomically
 from nips_adv.contract.csv_files import read_dataset_csv, read_label_file, read_target_classes
 from nips_adv.contract.images import write_png
 from nips_adv.jobs.folder_job import JobReport, input_batches

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Sample defense: the project's nips-defense with EfficientNet-Lite1 (weights ship with the package).
+# Sample defense: EfficientNet-Lite1 as a plain classifier (--plain: no defense recipe; weights ship with the package).
 #   ./run_defense.sh INPUT_DIR OUTPUT_FILE
 set -euo pipefail
-exec nips-defense "$1" "$2" --model efficientnet_lite1 --quiet
+exec nips-defense "$1" "$2" --model efficientnet_lite1 --plain --quiet

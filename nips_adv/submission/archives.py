@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from .contract.constants import MAX_ARCHIVE_BYTES, MAX_UNPACKED_BYTES
+from ..contract.constants import MAX_ARCHIVE_BYTES, MAX_UNPACKED_BYTES
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz")
 """Archive kinds the organisers accept, told apart by file name (case-sensitive), as they do.
