@@ -27,7 +27,6 @@ Uses only nips_adv's public API: Classifier, attack_directory, method_config, Ti
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from nips_adv.evaluation.accuracy import wilson_interval
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FINAL_ROUND_EPS = (4.0, 8.0, 12.0, 16.0)
@@ -99,15 +100,6 @@ def _value(text: str) -> Any:
         except ValueError:
             pass
     return text
-
-
-def wilson_interval(successes: int, count: int, z: float = 1.96) -> tuple[float, float]:
-    if count == 0:
-        return math.nan, math.nan
-    rate = successes / count
-    centre = (rate + z * z / (2 * count)) / (1 + z * z / count)
-    half = z * math.sqrt(rate * (1 - rate) / count + z * z / (4 * count * count)) / (1 + z * z / count)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def eps_groups(names: list[str], eps_values: tuple[float, ...], eps_batch: int, all_eps: bool) -> list[tuple[float, list[str]]]:

@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from nips_adv.evaluation.accuracy import wilson_interval
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EVAL_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
@@ -167,7 +169,7 @@ def main() -> int:
             with Classifier.create(arguments.defense_ensemble, fusion=fusion) as model:
                 report = score_directory(clean_dir, dataset_csv=arguments.dataset, model=model,
                                          batch_size=arguments.batch_size, progress=False)
-            low, high = wilson_interval(report.accuracy, report.images_scored)
+            low, high = wilson_interval(round(report.accuracy * report.images_scored), report.images_scored)
             defense_lines.append(
                 f"defense {arguments.defense_ensemble}, fusion {fusion}: clean accuracy {report.accuracy:.3f} "
                 f"({report.correct} of {report.images_scored}; 95% interval {low:.3f}-{high:.3f})")
@@ -191,7 +193,7 @@ def print_intervals(attacks: tuple[AttackRun, ...], eval_models: list[str], figu
         cells = []
         for name in eval_models:
             rate = figures[label, name][1 if targeted else 0]
-            low, high = wilson_interval(rate, images)
+            low, high = wilson_interval(round(rate * images), images)
             cells.append(f"{name.replace('efficientnet_', '')} {rate:.3f} [{low:.3f}-{high:.3f}]")
         print(f"{label:<30} " + "  ".join(cells))
 
@@ -242,13 +244,6 @@ def print_label_leaks(attacks: tuple[AttackRun, ...], source_model: str, correct
               f"{len(leaked)} of them wrong before it" + (f" ({', '.join(leaked)})" if leaked else ""))
 
 
-def wilson_interval(rate: float, count: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``rate`` measured on ``count`` images."""
-    centre = (rate + z * z / (2 * count)) / (1 + z * z / count)
-    half = z / (1 + z * z / count) * (rate * (1 - rate) / count + z * z / (4 * count * count)) ** 0.5
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def print_table(attacks: tuple[AttackRun, ...], eval_models: list[str], figures: dict, images: int) -> None:
     short = [name.replace("efficientnet_", "") for name in eval_models]
     print(f"{'attack':<30} {'metric':<9} " + " ".join(f"{name + ' (ref)':>20}" for name in short))
@@ -267,7 +262,7 @@ def print_table(attacks: tuple[AttackRun, ...], eval_models: list[str], figures:
             # Stronger means lower accuracy (non-targeted) or a higher hit rate (targeted).
             at_least_as_strong = ours >= reference if attack.targeted else ours <= reference
             if not at_least_as_strong:
-                low, high = wilson_interval(ours, images)
+                low, high = wilson_interval(round(ours * images), images)
                 inside = "inside" if low <= reference <= high else "outside"
                 weaker.append(f"{attack.label} on {name}: {ours:.3f} vs reference {reference:.2f} "
                               f"({round(ours * images)} of {images} images; the reference is {inside} "

@@ -33,16 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nips_adv.evaluation.accuracy import wilson_interval
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def wilson_interval(successes: int, count: int, z: float = 1.96) -> tuple[float, float]:
-    if count == 0:
-        return math.nan, math.nan
-    rate = successes / count
-    centre = (rate + z * z / (2 * count)) / (1 + z * z / count)
-    half = z * math.sqrt(rate * (1 - rate) / count + z * z / (4 * count * count)) / (1 + z * z / count)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def cell(correct: np.ndarray) -> str:

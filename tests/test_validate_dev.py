@@ -19,7 +19,7 @@ from nips_adv.cli.submission import validate_command
 from nips_adv.contract.csv_files import read_dataset_csv, read_label_file
 from nips_adv.contract.epsilon import epsilon_box
 from nips_adv.contract.images import list_png_files, read_png
-from nips_adv.submission.dev_check import wilson_interval
+from nips_adv.evaluation.accuracy import wilson_interval
 
 DEV_IMAGES = 4
 

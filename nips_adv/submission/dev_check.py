@@ -23,7 +23,7 @@ import numpy as np
 from ..contract.constants import IMAGE_SIZE
 from ..contract.epsilon import epsilon_box
 from ..contract.images import ImageReadError, image_id_of, list_png_files, read_png
-from ..evaluation.accuracy import DatasetLabels, read_dataset_labels
+from ..evaluation.accuracy import DatasetLabels, read_dataset_labels, wilson_interval
 
 THRESHOLDS = {
     # option: (metric, bound, tracks it applies to)
@@ -169,13 +169,3 @@ def defense_figures(labels: Mapping[str, int], dev_set: DevSet) -> dict[str, Fig
     """The defense's accuracy over every dev image given to it (an unclassified image counts as wrong)."""
     correct = sum(labels.get(name) == dev_set.labels.true_labels[image_id_of(name)] for name in dev_set.images)
     return {"accuracy": Figure("accuracy of the defense", correct, len(dev_set.images))}
-
-
-def wilson_interval(successes: int, count: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval (95% with the default ``z``) of the proportion ``successes / count``; (0, 1) for no count."""
-    if count <= 0:
-        return 0.0, 1.0
-    rate = successes / count
-    centre = (rate + z * z / (2 * count)) / (1 + z * z / count)
-    half = z / (1 + z * z / count) * (rate * (1 - rate) / count + z * z / (4 * count * count)) ** 0.5
-    return max(0.0, centre - half), min(1.0, centre + half)
