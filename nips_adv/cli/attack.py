@@ -152,10 +152,11 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
             check_output_dir(input_dir, output_dir)
             if targeted and not (input_dir / TARGET_CLASS_FILE).is_file():
                 fail(program, f"{input_dir / TARGET_CLASS_FILE}: missing (a targeted attack needs it)")
+            budget_seconds = time_budget if isinstance(time_budget, float) else None
             if time_budget == "auto" or (time_budget is None and config is None):
                 # The default plan needs a budget to plan for: with 'off', the contract's.
-                time_budget = auto_budget_seconds(len(list_png_files(input_dir)))
-            budget = TimeBudget(deadline=started + time_budget) if time_budget is not None else None
+                budget_seconds = auto_budget_seconds(len(list_png_files(input_dir)))
+            budget = TimeBudget(deadline=started + budget_seconds) if budget_seconds is not None else None
             with Classifier.create(members, precision=precision, seed=seed) as model:
                 report = attack_directory(
                     input_dir,

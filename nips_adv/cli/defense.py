@@ -94,9 +94,10 @@ def defense_command(
         chosen = parse_recipe("plain" if plain else recipe or DEFAULT_RECIPE, seed=seed)
         check_output_file(input_dir, output_file)
         logger.debug("recipe %s, seed %d%s", chosen.name, seed, f", passes {passes or DEFAULT_PASSES}" if chosen.random else "")
+        budget_seconds = time_budget if isinstance(time_budget, float) else None
         if time_budget == "auto":
-            time_budget = auto_budget_seconds(len(list_png_files(input_dir)))
-        budget = TimeBudget(deadline=started + time_budget) if time_budget else None
+            budget_seconds = auto_budget_seconds(len(list_png_files(input_dir)))
+        budget = TimeBudget(deadline=started + budget_seconds) if budget_seconds else None
         with Classifier.create(members, precision=precision, seed=seed) as classifier:
             model = classifier if chosen.transform is None else DefendedClassifier(classifier, chosen, passes=passes or DEFAULT_PASSES)
             report = classify_directory(
