@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..contract.constants import NUM_LABELS
 from .catalogue import UnknownModelError, default_checkpoint, get_entry, list_models, prepare_weights
 from .checkpoints import CheckpointError, checkpoint_exists, normalise_checkpoint_path
-from .networks import get_architecture
+from .networks import Architecture, get_architecture
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -22,24 +23,34 @@ __all__ = ["ModelSpec", "UnknownModelError", "get_model_spec", "list_models", "r
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of the catalogue with its architecture's builders.
-
-    - ``scope``: the variable scope in the model's checkpoint file;
-    - ``preprocess``/``build_logits``/``num_classes``/``image_size``: the architecture's (``networks.Architecture``).
-    """
+    """One model of the catalogue with its architecture (``networks.Architecture``), whose builders it
+    exposes; ``scope`` is the variable scope in the model's checkpoint file."""
 
     name: str
     description: str
-    architecture: str
     scope: str
     num_classes: int
-    image_size: int
-    preprocess: Callable[["tf.Tensor"], "tf.Tensor"]
-    build_logits: Callable[["tf.Tensor", str], "tf.Tensor"]
+    network: Architecture
+
+    @property
+    def architecture(self) -> str:
+        return self.network.name
+
+    @property
+    def image_size(self) -> int:
+        return self.network.image_size
+
+    @property
+    def preprocess(self) -> Callable[["tf.Tensor"], "tf.Tensor"]:
+        return self.network.preprocess
+
+    @property
+    def build_logits(self) -> Callable[["tf.Tensor", str], "tf.Tensor"]:
+        return self.network.build_logits
 
     @property
     def label_offset(self) -> int:
-        return self.num_classes - 1000
+        return self.num_classes - NUM_LABELS
 
     def default_checkpoint(self) -> Path:
         """The installed default checkpoint prefix (a lookup: never writes; see ``catalogue.prepare_weights``)."""
@@ -48,16 +59,12 @@ class ModelSpec:
 
 def get_model_spec(name: str) -> ModelSpec:
     entry = get_entry(name)
-    architecture = get_architecture(entry.architecture)
     return ModelSpec(
         name=entry.name,
         description=entry.description,
-        architecture=architecture.name,
         scope=entry.scope,
         num_classes=entry.num_classes,
-        image_size=architecture.image_size,
-        preprocess=architecture.preprocess,
-        build_logits=architecture.build_logits,
+        network=get_architecture(entry.architecture),
     )
 
 
