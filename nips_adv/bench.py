@@ -1,5 +1,6 @@
-"""Speed figures of this machine for the attack: matmul peak, image-gradients per second, a 100-image run,
-and for an ensemble its one-graph step against the sum of its members' own steps.
+"""Speed figures of this machine for the attack: matmul peak, image-gradients per second, the default plan's
+throughput and the plan it affords, a 100-image run and where its time went, and for an ensemble its one-graph
+step against the sum of its members' own steps.
 
 Printed by ``nips-adv bench``; targets live here as figures to read, never as timed tests.
 """
@@ -12,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -112,6 +113,58 @@ def ensemble_step(
     return EnsembleStep(tuple(figures[:-1]), figures[-1])
 
 
+@dataclass(frozen=True)
+class PlanThroughput:
+    """The default plan's refinement step measured on this machine, and the plan a 100-image run would choose."""
+
+    step: Throughput
+    """Image-gradients (one per image, copy and variance sample) per second of the recipe at its most copies."""
+    start_up_seconds: float
+    """Opening the classifier: building its graph and restoring its weights."""
+    plan_description: str
+    plan_reason: str
+
+
+def plan_throughput(
+    members: "Sequence[Member]",
+    *,
+    batch_size: int = 16,
+    repeats: int = 2,
+    image_count: int = 100,
+) -> PlanThroughput:
+    """Time one iteration of the non-targeted default recipe (``attacks.plan``) at its most copies on the
+    classifier of ``members``, best of ``repeats`` after a compiling call, and ask the planner what
+    ``image_count`` images would get in the tool's automatic budget, less the classifier's measured
+    opening time (graph and weights), at that speed.
+
+    The estimate leaves out what only a real run measures (the first pass's one gradient per image,
+    reading and writing), so the 100-image run's own plan lines are the figures to trust.
+    """
+    from .attacks.directory import COMPILE_RESERVE_S, PLAN_SAFETY
+    from .attacks.plan import MAX_COPIES, NON_TARGETED_FAMILY, choose_plan, cost_per_image
+    from .attacks.sign_gradient import METHODS, sign_gradient_attack
+    from .attacks.time_budget import auto_budget_seconds
+    from .models.classifier import Classifier
+
+    family = METHODS[NON_TARGETED_FAMILY]
+    config = replace(family, iterations=1, copies=MAX_COPIES[family.copy_transform.split("+")[0]])
+    pixels, labels = _gradient_inputs(batch_size)
+    opening = time.perf_counter()
+    with Classifier.create(list(members)) as model:
+        start_up_seconds = time.perf_counter() - opening
+
+        def step() -> None:
+            sign_gradient_attack(model, pixels, 16.0, labels=labels, targeted=False, config=config)
+
+        step()
+        best = min(_timed(step) for _ in range(repeats))
+    gradients = batch_size * cost_per_image(config)
+    label = f"{_list_text(members)} {NON_TARGETED_FAMILY} step, {config.copies} copies, batch {batch_size}"
+    seconds_each = (PLAN_SAFETY * (auto_budget_seconds(image_count) - start_up_seconds) - COMPILE_RESERVE_S) / image_count
+    plan = choose_plan(targeted=False, gradients_per_image=seconds_each * gradients / best)
+    return PlanThroughput(Throughput(label, gradients / best, best), start_up_seconds, plan.description, plan.reason)
+
+
 def _gradient_inputs(batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     pixels = np.random.default_rng(0).integers(0, 256, size=(batch_size, 299, 299, 3), dtype=np.uint8)
     return pixels, np.arange(1, batch_size + 1) % 1000 + 1
@@ -135,6 +188,10 @@ class AttackRunTime:
     seconds: float
     budget_messages: tuple[str, ...]
     """The tool's time-budget warnings: where it ran fewer iterations than configured."""
+    plan_messages: tuple[str, ...] = ()
+    """The tool's plan lines: the recipe it chose, and each revision."""
+    time_messages: tuple[str, ...] = ()
+    """The tool's ``time:`` lines (--verbose): start-up, each pass's attack and I/O seconds, the total."""
 
 
 def attack_wall_time(
@@ -162,7 +219,7 @@ def attack_wall_time(
             os.path.join(os.path.dirname(sys.executable), "nips-attack"),
             str(input_dir), str(output_dir), str(eps),
             "--model", model_name, "--checkpoint", str(checkpoint), "--precision", precision,
-            "--time-budget", time_budget, "--quiet",
+            "--time-budget", time_budget, "--quiet", "--verbose",
         ]
         started = time.perf_counter()
         completed = subprocess.run(command, capture_output=True, text=True)
@@ -171,8 +228,18 @@ def attack_wall_time(
             raise RuntimeError(f"nips-attack exited with {completed.returncode}: {completed.stderr.strip()[-2000:]}")
         if len(list_png_files(output_dir)) != count:
             raise RuntimeError(f"nips-attack wrote {len(list_png_files(output_dir))} of {count} images")
-        messages = tuple(line for line in completed.stderr.splitlines() if "time budget" in line)
-        return AttackRunTime(elapsed, messages)
+        lines = completed.stderr.splitlines()
+
+        def told(kind: str) -> tuple[str, ...]:
+            prefix = f"nips-attack: {kind}"
+            return tuple(line.removeprefix("nips-attack: ") for line in lines if line.startswith(prefix))
+
+        return AttackRunTime(
+            elapsed,
+            tuple(line for line in told("warning:") if "time budget" in line),
+            tuple(line.removeprefix("info: ") for line in told("info: plan")),
+            tuple(line.removeprefix("debug: ") for line in told("debug: time:")),
+        )
 
 
 def cleverhans_mi_fgsm_throughput(batch_size: int = 16, iterations: int = 10) -> Throughput | None:

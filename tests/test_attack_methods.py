@@ -295,3 +295,27 @@ def test_the_plan_is_revised_from_the_refinement_s_own_speed(tmp_path: Path, cap
     plans = [record.getMessage() for record in caplog.records if record.getMessage().startswith("plan")]
     assert len(plans) >= 2 and plans[1].startswith("plan from 003.png on")
     assert clock.now - 1000.0 <= 200.0
+
+
+def test_the_time_line_accounts_for_every_second_and_gradient_of_a_planned_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The fake clock moves only in the model's gradients: the line's attack seconds and gradient counts are all of it."""
+    import re
+
+    write_inputs(tmp_path / "in", 12)
+    clock = FakeClock()
+    model = CountingModel(clock, seconds_per_image=lambda call: 0.5 if call < 4 else 0.1)
+    with caplog.at_level("DEBUG", logger="nips_adv"):
+        attack_directory(tmp_path / "in", tmp_path / "out", 8, model=model, config=None, batch_size=3,
+                         progress=False, time_budget=TimeBudget.starting_now(200.0, clock=clock))
+    lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("time: ")]
+    assert len(lines) == 1, lines
+    passes = re.findall(r"(first pass|refinement) ([\d.]+) s for (\d+) images \(attack ([\d.]+) s: (\d+) image-gradients"
+                        r"(?: at ([\d.]+)/s)?; reading and writing ([\d.]+) s\)", lines[0])
+    assert [name for name, *_ in passes] == ["first pass", "refinement"], lines[0]
+    (_, first_total, first_images, first_attack, first_gradients, _, first_io) = passes[0]
+    (_, refine_total, refine_images, refine_attack, refine_gradients, refine_rate, refine_io) = passes[1]
+    assert (int(first_images), int(first_gradients), float(first_attack), float(first_io)) == (12, 12, 6.0, 0.0)
+    spent = clock.now - 1000.0 - 6.0
+    assert int(refine_images) == 12 and float(refine_attack) == pytest.approx(spent, abs=0.06)
+    assert int(refine_gradients) == pytest.approx(spent / 0.1, abs=1)
+    assert float(refine_rate) == pytest.approx(10.0, rel=0.01) and float(refine_io) == 0.0

@@ -266,8 +266,10 @@ def test_the_time_budget_lowers_the_random_passes_after_the_first_batch(tmp_path
     assert len(_rows(tmp_path / "out.csv")) == 10 and any("random passes" in warning for warning in report.warnings)
 
 
-def test_denoiser_training_resumes_exactly_from_its_checkpoint(toy_networks, tmp_path: Path) -> None:
-    """4 steps in one run equal 2 steps, a new process (a new classifier), then 2 more from the checkpoint."""
+@pytest.mark.parametrize("flip", [False, True], ids=["plain", "mirrored-batches"])
+def test_denoiser_training_resumes_exactly_from_its_checkpoint(toy_networks, tmp_path: Path, flip: bool) -> None:
+    """4 steps in one run equal 2 steps, a new process (a new classifier), then 2 more from the checkpoint
+    (with mirrored batches too: which images are mirrored follows the step, not the process)."""
     from nips_adv.defenses.denoiser import read_denoiser_weights
     from nips_adv.defenses.training import TrainingSet, train_denoiser
 
@@ -278,7 +280,8 @@ def test_denoiser_training_resumes_exactly_from_its_checkpoint(toy_networks, tmp
     def run(work: Path, steps: int) -> dict:
         with Classifier(toy_networks) as classifier:
             targets = classifier.logits(clean)
-            data = TrainingSet(clean, adversarial, np.arange(6), targets)
+            flipped = classifier.logits(np.ascontiguousarray(clean[:, :, ::-1])) if flip else None
+            data = TrainingSet(clean, adversarial, np.arange(6), targets, flipped)
             figures = train_denoiser(classifier, data, data, work / "weights.npz", work_dir=work, steps=steps,
                                      batch_size=2, checkpoint_every=2, seed=1, progress=False)
         return figures
@@ -295,3 +298,60 @@ def test_denoiser_training_resumes_exactly_from_its_checkpoint(toy_networks, tmp
         for name in one.files:
             np.testing.assert_allclose(one[name], two[name], rtol=1e-5, atol=1e-7)
     read_denoiser_weights(tmp_path / "twice" / "weights.npz")
+
+
+def test_mirrored_batches_pair_each_mirrored_image_with_its_mirrored_target(toy_networks, tmp_path: Path) -> None:
+    """The untrained denoiser is the identity and a learning rate of 0 keeps it so: on clean inputs the loss is 0
+    exactly when every mirrored image meets its mirrored clean logits; given the unmirrored logits as the
+    mirrored targets instead, the loss shows that some images were mirrored."""
+    from nips_adv.defenses.training import TrainingSet, train_denoiser
+
+    clean = np.random.default_rng(8).integers(0, 256, size=(6, SIDE, SIDE, 3)).astype(np.uint8)
+    losses = {}
+    for case in ("mirrored targets", "unmirrored targets"):
+        work = tmp_path / case.replace(" ", "-")
+        work.mkdir()
+        with Classifier(toy_networks) as classifier:
+            targets = classifier.logits(clean)
+            mirrored = classifier.logits(np.ascontiguousarray(clean[:, :, ::-1]))
+            data = TrainingSet(clean, clean, np.arange(6), targets, mirrored if case == "mirrored targets" else targets)
+            figures = train_denoiser(classifier, data, None, work / "w.npz", work_dir=work, steps=6, batch_size=3,
+                                     learning_rate=0.0, checkpoint_every=6, seed=2, progress=False)
+        losses[case] = figures["train_loss"]
+    assert losses["mirrored targets"] == pytest.approx(0.0, abs=1e-3)
+    assert losses["unmirrored targets"] > 0.1
+
+
+def test_training_can_start_from_given_denoiser_weights(toy_networks, tmp_path: Path) -> None:
+    """--init: with a learning rate of 0 the weights written are exactly the ones it started from."""
+    from nips_adv.defenses.denoiser import read_denoiser_weights
+    from nips_adv.defenses.training import TrainingSet, train_denoiser
+
+    rng = np.random.default_rng(6)
+    clean = rng.integers(0, 256, size=(4, SIDE, SIDE, 3)).astype(np.uint8)
+    adversarial = np.clip(clean.astype(int) + rng.choice([-16, 16], size=clean.shape), 0, 255).astype(np.uint8)
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    with Classifier(toy_networks) as classifier:
+        data = TrainingSet(clean, adversarial, np.arange(4), classifier.logits(clean))
+        train_denoiser(classifier, data, None, tmp_path / "first" / "w.npz", work_dir=tmp_path / "first", steps=3,
+                       batch_size=2, learning_rate=1e-2, seed=0, progress=False)
+    with Classifier(toy_networks) as classifier:
+        train_denoiser(classifier, data, None, tmp_path / "second" / "w.npz", work_dir=tmp_path / "second", steps=1,
+                       batch_size=2, learning_rate=0.0, seed=0, progress=False, initial_weights=tmp_path / "first" / "w.npz")
+    started, kept = read_denoiser_weights(tmp_path / "first" / "w.npz"), read_denoiser_weights(tmp_path / "second" / "w.npz")
+    assert any(np.any(value != 0) for name, value in started.items() if "bias" in name)  # it did train away from the identity
+    for name, value in started.items():
+        np.testing.assert_array_equal(kept[name], value, err_msg=name)
+
+
+def test_train_denoiser_refuses_a_bad_init_file_in_one_line_and_writes_nothing(input_dir: Path, tmp_path: Path) -> None:
+    from nips_adv.cli.train_denoiser import train_denoiser_command
+
+    output = tmp_path / "w.npz"
+    result = CliRunner().invoke(train_denoiser_command, [str(output), "--images", str(input_dir), "--init",
+                                                         str(_write_truncated(tmp_path / "truncated.npz")), "-q"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "truncated.npz" in lines[0] and "Traceback" not in result.output
+    assert not output.exists() and not (tmp_path / "w.npz.work").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +83,31 @@ def attack_directory(
         job.single_pass(config, batch_size, progress, time_budget)
     else:
         job.planned(batch_size, progress, time_budget)
+    job.log_times()
     return report
+
+
+@dataclass
+class PassTimes:
+    """Where one pass over the folder spent its seconds: the attack's gradients, and reading and writing."""
+
+    images: int = 0
+    gradients: int = 0
+    """Image-copy gradients computed (iterations x copies x variance samples, per image)."""
+    attack_seconds: float = 0.0
+    io_seconds: float = 0.0
+    """Reading and decoding the PNGs, looking up labels, encoding and writing the outputs."""
+
+    def add(self, *, images: int, gradients: int, attack_seconds: float, io_seconds: float) -> None:
+        self.images += images
+        self.gradients += gradients
+        self.attack_seconds += attack_seconds
+        self.io_seconds += io_seconds
+
+    def describe(self, name: str) -> str:
+        rate = f" at {self.gradients / self.attack_seconds:.2f}/s" if self.attack_seconds > 0 else ""
+        return (f"{name} {self.attack_seconds + self.io_seconds:.1f} s for {self.images} images (attack "
+                f"{self.attack_seconds:.1f} s: {self.gradients} image-gradients{rate}; reading and writing {self.io_seconds:.1f} s)")
 
 
 class _Job:
@@ -94,6 +118,7 @@ class _Job:
         self.input_dir, self.output_dir, self.eps, self.model = input_dir, output_dir, eps, model
         self.targeted, self.targets, self.true_labels, self.report, self.seed = targeted, targets, true_labels, report, seed
         self.labels_by_name: dict[str, int] = {}
+        self.passes: dict[str, PassTimes] = {}
 
     def labels(self, batch: ImageBatch) -> np.ndarray | None:
         """The batch's targets (or true labels); None: the model's own classes. Looked up once per image."""
@@ -110,21 +135,37 @@ class _Job:
                     logger.debug("%s: toward %d (%s)", name, label, class_name(int(label)))
         return np.array([self.labels_by_name[name] for name in batch.names], dtype=np.int64)
 
-    def attack(self, batch: ImageBatch, config: SignGradientConfig) -> None:
+    def attack(self, batch: ImageBatch, config: SignGradientConfig, times: PassTimes, clock) -> float:
+        """Attack and write ``batch``; returns the attack's seconds (its gradients), adding them and the
+        batch's label look-up and writing to ``times``."""
+        labels = self.labels(batch)
+        attack_started = clock()
         adversarial = sign_gradient_attack(
-            self.model, batch.pixels, self.eps, labels=self.labels(batch), targeted=self.targeted, config=config, seed=self.seed
+            self.model, batch.pixels, self.eps, labels=labels, targeted=self.targeted, config=config, seed=self.seed
         )
+        attack_ended = clock()
         self.write(batch.names, adversarial)
+        attack_seconds = attack_ended - attack_started
+        times.add(images=len(batch.names), gradients=len(batch.names) * cost_per_image(config),
+                  attack_seconds=attack_seconds, io_seconds=clock() - attack_ended)
+        return attack_seconds
+
+    def log_times(self) -> None:
+        """One line (shown with --verbose): where the folder's seconds went, pass by pass."""
+        if self.passes:
+            logger.debug("time: %s", "; ".join(times.describe(name) for name, times in self.passes.items()))
 
     def write(self, names: tuple[str, ...], images: np.ndarray) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for name, pixels in zip(names, images):
             write_png(pixels, self.output_dir / name)
 
-    def single_pass(self, config: SignGradientConfig, batch_size: int, progress: bool, time_budget: TimeBudget | None) -> None:
+    def single_pass(self, config: SignGradientConfig, batch_size: int, progress: bool, time_budget: TimeBudget | None,
+                    name: str = "attack") -> None:
         """``config`` on every batch; the budget cuts iterations, down to one step."""
         report = self.report
         clock = time_budget.clock if time_budget is not None else time.monotonic
+        times = self.passes.setdefault(name, PassTimes())
         batch_started = clock()
         previous_iterations = config.iterations
         for batch in input_batches(self.input_dir, batch_size, report, progress=progress):
@@ -146,25 +187,24 @@ class _Job:
                         f"{images_left} images and {time_budget.seconds_left():.0f} s left)"
                     )
                     previous_iterations = iterations
-            attack_started = clock()
-            self.attack(batch, batch_config)
-            attack_seconds = clock() - attack_started
+            times.io_seconds += clock() - batch_started  # reading (and the budget's arithmetic)
+            attack_seconds = self.attack(batch, batch_config, times, clock)
+            batch_ended = clock()
             if time_budget is not None:
-                batch_ended = clock()
                 time_budget.record(
                     images=len(batch.names),
                     iterations=batch_config.iterations,
                     attack_seconds=attack_seconds,
                     other_seconds=batch_ended - batch_started - attack_seconds,
                 )
-                batch_started = batch_ended
+            batch_started = batch_ended
 
     def planned(self, batch_size: int, progress: bool, time_budget: TimeBudget) -> None:
         """The default: a one-step pass over every image, then the plan the time left affords, revised
         after every refinement batch from the refinement's own measured speed (up or down)."""
         clock = time_budget.clock
         first_budget = TimeBudget(deadline=time_budget.deadline, clock=clock)
-        self.single_pass(first_pass_config(self.targeted), batch_size, progress, first_budget)
+        self.single_pass(first_pass_config(self.targeted), batch_size, progress, first_budget, name="first pass")
         done = [self.input_dir / name for name in _written_names(self.report, self.output_dir, self.input_dir)]
         if not done or not first_budget.measured or first_budget.steady_seconds_per_image_iteration <= 0:
             return
@@ -175,8 +215,10 @@ class _Job:
         source = "the first pass"
         config: SignGradientConfig | None = None
         images_left = len(done)
+        times = self.passes.setdefault("refinement", PassTimes())
         batch_started = clock()
         for batch in iter_image_batches(done, batch_size, lambda error: None):
+            times.io_seconds += clock() - batch_started
             seconds_each = (PLAN_SAFETY * refine.seconds_left() - COMPILE_RESERVE_S) / images_left - refine.seconds_per_image_overhead
             plan = choose_plan(targeted=self.targeted, gradients_per_image=seconds_each / refine.seconds_per_image_iteration)
             if plan.config != config:
@@ -193,9 +235,7 @@ class _Job:
                 )
                 return
             cost = cost_per_image(config)
-            attack_started = clock()
-            self.attack(batch, config)
-            attack_seconds = clock() - attack_started
+            attack_seconds = self.attack(batch, config, times, clock)
             batch_ended = clock()
             refine.record(images=len(batch.names), iterations=cost, attack_seconds=attack_seconds,
                           other_seconds=batch_ended - batch_started - attack_seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -158,6 +159,7 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
                 budget_seconds = auto_budget_seconds(len(list_png_files(input_dir)))
             budget = TimeBudget(deadline=started + budget_seconds) if budget_seconds is not None else None
             with Classifier.create(members, precision=precision, seed=seed) as model:
+                model_ready = time.monotonic()
                 report = attack_directory(
                     input_dir,
                     output_dir,
@@ -170,10 +172,16 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
                     time_budget=budget,
                     seed=seed,
                 )
+                folder_done = time.monotonic()
         except (CheckpointError, ContractFileError, OutputDirError, ModelListError) as error:
             fail(program, str(error))
         except OSError as error:
             fail(program, f"{error.filename or ''}: {error.strerror or error}")
+        logging.getLogger("nips_adv").debug(
+            "time: start-up %.1f s (checks, graph, weights), folder %.1f s, closing %.1f s, total %.1f s%s",
+            model_ready - started, folder_done - model_ready, time.monotonic() - folder_done, time.monotonic() - started,
+            f" of the {budget_seconds:.0f} s budget" if budget_seconds is not None else "",
+        )
         if not report.ok:
             click.echo(
                 f"{program}: {report.images_done} of {report.images_found} images written; "

@@ -35,6 +35,12 @@ def _list(text: str) -> list[str]:
               help="Models the training attacks are crafted on, one set of adversarial images each.")
 @click.option("--methods", default="mi-fgsm,di-mi-fgsm", show_default=True, help="Attacks drawn per image.")
 @click.option("--eps", "epsilons", default="8,16", show_default=True, help="Epsilons drawn per image (pixels).")
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Adversarial images per training image and surrogate, each with its own (method, eps) draw.")
+@click.option("--flip/--no-flip", default=True, show_default=True,
+              help="Mirror a random half of each batch (targets: the mirrored clean images' logits).")
+@click.option("--init", "initial_weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Start from these denoiser weights (.npz) instead of the identity: fine-tuning. Ignored when resuming.")
 @click.option("--clean/--no-clean", "with_clean", default=True, show_default=True,
               help="Also train on the clean images themselves (denoised clean -> clean logits), so that clean accuracy holds.")
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True, help="Optimiser steps in all.")
@@ -50,7 +56,7 @@ def _list(text: str) -> list[str]:
 @click.option("--verbose", "-v", is_flag=True)
 def train_denoiser_command(
     output: Path, images: Path, train_count: int, with_skimage: bool, model_name: str, surrogates: str, methods: str,
-    epsilons: str, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, work_dir: Path | None,
+    epsilons: str, rounds: int, flip: bool, initial_weights: Path | None, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, work_dir: Path | None,
     seed: int, quiet: bool, verbose: bool,
 ) -> None:
     """Train the denoiser (Liao et al. 2018, logit-guided) on adversarial images crafted here, write OUTPUT.npz.
@@ -58,7 +64,10 @@ def train_denoiser_command(
     Resumable: run the same command again to continue from the last checkpoint.
     """
     configure_logging("nips-adv train-denoiser", verbose=verbose)
+    import numpy as np
+
     from ..attacks.sign_gradient import METHODS
+    from ..defenses.denoiser import DenoiserWeightsError, read_denoiser_weights
     from ..defenses.training import (
         TrainingSet,
         clean_logits,
@@ -84,6 +93,11 @@ def train_denoiser_command(
         fail(program, f"unknown attack method {unknown[0] if unknown else methods!r}; known: {', '.join(METHODS)}")
     if not eps_list or any(not 0 < value <= 255 for value in eps_list):
         fail(program, f"--eps {epsilons!r}: give epsilons in (0, 255]")
+    if initial_weights is not None:
+        try:
+            read_denoiser_weights(initial_weights)
+        except DenoiserWeightsError as error:
+            fail(program, str(error))
     work_dir = work_dir or output.with_name(output.name + ".work")
     work_dir.mkdir(parents=True, exist_ok=True)
     train_paths, validation_paths = split_dev_images(images, train_count)
@@ -92,10 +106,15 @@ def train_denoiser_command(
     try:
         train_clean = load_images(train_paths, with_skimage=with_skimage)
         validation_clean = load_images(validation_paths) if validation_paths else None
-        train_adversarial, train_source = craft_adversarial(
-            train_clean, surrogates=surrogate_list, methods=method_list, epsilons=eps_list, seed=seed,
-            cache=work_dir / "train.npz", progress=not quiet,
-        )
+        crafted = [
+            craft_adversarial(
+                train_clean, surrogates=surrogate_list, methods=method_list, epsilons=eps_list,
+                seed=seed + 1000 * round_index, cache=work_dir / "train.npz", progress=not quiet,
+            )
+            for round_index in range(rounds)
+        ]
+        train_adversarial = np.concatenate([images for images, _ in crafted])
+        train_source = np.concatenate([source for _, source in crafted])
         validation_set = None
         if validation_clean is not None:
             validation_adversarial, validation_source = craft_adversarial(
@@ -108,13 +127,18 @@ def train_denoiser_command(
                 validation_adversarial, validation_source = _with_clean(validation_clean, validation_adversarial, validation_source)
         with Classifier.create(model_name, seed=seed) as classifier:
             train_targets = clean_logits(classifier, train_clean, work_dir / "train-logits.npz")
+            flipped_targets = (
+                clean_logits(classifier, np.ascontiguousarray(train_clean[:, :, ::-1]), work_dir / "train-logits-flipped.npz")
+                if flip else None
+            )
             if validation_clean is not None:
                 validation_targets = clean_logits(classifier, validation_clean, work_dir / "validation-logits.npz")
                 validation_set = TrainingSet(validation_clean, validation_adversarial, validation_source, validation_targets)
             figures = train_denoiser(
-                classifier, TrainingSet(train_clean, train_adversarial, train_source, train_targets), validation_set,
-                output, work_dir=work_dir, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
-                checkpoint_every=checkpoint_every, seed=seed, progress=not quiet,
+                classifier, TrainingSet(train_clean, train_adversarial, train_source, train_targets, flipped_targets),
+                validation_set, output, work_dir=work_dir, steps=steps, batch_size=batch_size,
+                learning_rate=learning_rate, checkpoint_every=checkpoint_every, seed=seed, progress=not quiet,
+                initial_weights=initial_weights,
             )
     except (CheckpointError, ModelListError) as error:
         fail(program, str(error))

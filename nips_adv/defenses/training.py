@@ -3,13 +3,15 @@
 Liao, Liang, Dong, Pang, Hu & Zhu 2018 (arXiv 1712.02976): the denoiser is trained so that the
 defense's classifiers see on denoised adversarial images the logits they see on the clean ones.
 Here the adversarial images are crafted by ``sign_gradient_attack`` on surrogate models (each image
-gets one (method, eps) per surrogate, drawn under the seed) and cached in a work folder, with the
-clean images' target logits, so a resumed or repeated run attacks nothing twice. Checkpoints hold
-the denoiser, Adam's state and the step, so a resumed run continues the same trajectory.
+gets one (method, eps) per surrogate and round, drawn under the seed) and cached in a work folder,
+with the clean images' target logits (and those of their mirror images, for flipped batches), so a
+resumed or repeated run attacks nothing twice. Checkpoints hold the denoiser, Adam's state and the
+step, so a resumed run continues the same trajectory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -32,12 +34,15 @@ SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_dee
 @dataclass
 class TrainingSet:
     """Clean images ``(N, 299, 299, 3)`` uint8, adversarial ones ``(M, ...)`` uint8, and for each
-    adversarial image the index of its clean one; ``targets`` ``(N, 1000)``: the clean images' logits."""
+    adversarial image the index of its clean one; ``targets`` ``(N, 1000)``: the clean images' logits;
+    ``flipped_targets``, when given, those of the clean images mirrored left to right: training then
+    mirrors a random half of each batch (adversarial image and target alike)."""
 
     clean: np.ndarray
     adversarial: np.ndarray
     source: np.ndarray
     targets: np.ndarray
+    flipped_targets: np.ndarray | None = None
 
 
 def split_dev_images(folder: Path, train_count: int) -> tuple[list[Path], list[Path]]:
@@ -102,7 +107,7 @@ def craft_adversarial(
     for surrogate in surrogates:
         method_index = rng.integers(len(methods), size=len(clean))
         eps_index = rng.integers(len(epsilons), size=len(clean))
-        part = cache.with_name(f"{cache.stem}-{surrogate}.npz")
+        part = cache.with_name(f"{cache.stem}-{surrogate}-{_draw_tag(methods, epsilons, seed)}.npz")
         if part.is_file():
             with np.load(part) as stored:
                 if stored["adversarial"].shape == clean.shape:
@@ -128,6 +133,11 @@ def craft_adversarial(
         outputs.append(adversarial)
         sources.append(np.arange(len(clean)))
     return np.concatenate(outputs), np.concatenate(sources)
+
+
+def _draw_tag(methods: Sequence[str], epsilons: Sequence[float], seed: int) -> str:
+    text = f"{','.join(methods)}|{','.join(f'{value:g}' for value in epsilons)}|{seed}"
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def clean_logits(classifier, clean: np.ndarray, cache: Path, batch_size: int = 16) -> np.ndarray:
@@ -174,10 +184,12 @@ def train_denoiser(
     checkpoint_every: int = 50,
     seed: int = 0,
     progress: bool = True,
+    initial_weights: Path | None = None,
 ) -> dict[str, float]:
     """Train the denoiser in front of ``classifier`` (its graph, weights frozen) for ``steps`` steps.
 
-    Resumes from ``work_dir/checkpoint.npz`` when it exists. Every ``checkpoint_every`` steps (and
+    Resumes from ``work_dir/checkpoint.npz`` when it exists; otherwise starts from
+    ``initial_weights`` (a denoiser .npz: fine-tuning) or the identity. Every ``checkpoint_every`` steps (and
     at the end) the state is saved and, with ``validation``, its loss measured; ``output`` gets the
     weights of the best validation loss so far (without validation: the latest). Batches are drawn
     from a permutation per epoch seeded by ``seed`` and the epoch, so a resumed run sees the same ones.
@@ -186,14 +198,15 @@ def train_denoiser(
     # Variables are looked up, loaded and saved through the default graph: make it the classifier's.
     with classifier.graph.as_default():
         return _train(classifier, train, validation, output, work_dir, steps, batch_size, learning_rate,
-                      checkpoint_every, seed, progress)
+                      checkpoint_every, seed, progress, initial_weights)
 
 
 def _train(classifier, train, validation, output, work_dir, steps, batch_size, learning_rate, checkpoint_every,
-           seed, progress) -> dict[str, float]:
+           seed, progress, initial_weights) -> dict[str, float]:
     from tqdm import tqdm
 
     from ..models.tf_compat import tf1
+    from .denoiser import load_denoiser_weights
 
     checkpoint = work_dir / "checkpoint.npz"
     tf1.set_random_seed(seed)
@@ -203,6 +216,9 @@ def _train(classifier, train, validation, output, work_dir, steps, batch_size, l
     step = load_training_state(session, training, checkpoint) if checkpoint.is_file() else 0
     if step:
         logger.info("resumed from %s at step %d", checkpoint, step)
+    elif initial_weights is not None:
+        load_denoiser_weights(session, initial_weights)
+        logger.info("starting from the denoiser weights in %s", initial_weights)
     per_epoch = max(1, len(train.adversarial) // batch_size)
     best = float("inf")
     figures: dict[str, float] = {}
@@ -214,6 +230,11 @@ def _train(classifier, train, validation, output, work_dir, steps, batch_size, l
             batch = order[position * batch_size : (position + 1) * batch_size]
             adversarial = train.adversarial[batch].astype(np.float32)
             targets = train.targets[train.source[batch]]
+            if train.flipped_targets is not None:
+                # Mirrored images are new views of the same photos: seeded by the step, so a resumed run flips alike.
+                flip = np.random.default_rng([seed, step]).random(len(batch)) < 0.5
+                adversarial[flip] = adversarial[flip][:, :, ::-1]
+                targets = np.where(flip[:, None], train.flipped_targets[train.source[batch]], targets)
             recent.append(training.step(session, targets, adversarial))
             step += 1
             bar.update(1)
