@@ -310,7 +310,7 @@ def test_the_time_line_accounts_for_every_second_and_gradient_of_a_planned_run(t
     lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("time: ")]
     assert len(lines) == 1, lines
     passes = re.findall(r"(first pass|refinement) ([\d.]+) s for (\d+) images \(attack ([\d.]+) s: (\d+) image-gradients"
-                        r"(?: at ([\d.]+)/s)?; reading and writing ([\d.]+) s\)", lines[0])
+                        r"(?: at ([\d.]+)/s)?, reading and writing ([\d.]+) s\)", lines[0])
     assert [name for name, *_ in passes] == ["first pass", "refinement"], lines[0]
     (_, first_total, first_images, first_attack, first_gradients, _, first_io) = passes[0]
     (_, refine_total, refine_images, refine_attack, refine_gradients, refine_rate, refine_io) = passes[1]

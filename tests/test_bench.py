@@ -44,11 +44,11 @@ def test_ensemble_bench_prints_members_ensemble_and_their_ratio(no_matmul_peak: 
         assert float(per_second) == pytest.approx(1 / float(seconds), rel=0.02)  # batch 1
     assert "GFLOP/s =" not in result.stdout and "cleverhans" not in result.stdout  # Inception V3's FLOPs, its peer
     plan = re.search(
-        r"^default plan's step \(efficientnet_lite0,efficientnet_lite0:0.5 si-ni-ti-di-fgsm step, 5 copies, batch 1\): "
+        r"^default plan's step \(efficientnet_lite0,efficientnet_lite0:0.5 bsr step, 20 copies, batch 1\): "
         r"([\d.]+) image-gradients/s \(([\d.]+) s per step; opening the models took ([\d.]+) s\)$", result.stdout, re.M,
     )  # fmt: skip
     assert plan is not None, result.stdout
-    assert float(plan.group(1)) == pytest.approx(5 / float(plan.group(2)), rel=0.02)  # 5 copies of one image per step
+    assert float(plan.group(1)) == pytest.approx(20 / float(plan.group(2)), rel=0.02)  # 20 copies of one image per step
     assert re.search(r"^  at this speed a 100-image run would plan: .+ \(\d+ image-gradients per image fit", result.stdout, re.M)
 
 

@@ -107,7 +107,7 @@ class PassTimes:
     def describe(self, name: str) -> str:
         rate = f" at {self.gradients / self.attack_seconds:.2f}/s" if self.attack_seconds > 0 else ""
         return (f"{name} {self.attack_seconds + self.io_seconds:.1f} s for {self.images} images (attack "
-                f"{self.attack_seconds:.1f} s: {self.gradients} image-gradients{rate}; reading and writing {self.io_seconds:.1f} s)")
+                f"{self.attack_seconds:.1f} s: {self.gradients} image-gradients{rate}, reading and writing {self.io_seconds:.1f} s)")
 
 
 class _Job:

@@ -26,8 +26,10 @@ from dataclasses import dataclass, replace
 
 from .sign_gradient import METHODS, SignGradientConfig
 
-NON_TARGETED_FAMILY = "si-ni-ti-di-fgsm"
-"""Non-targeted recipe: its copies per step grow with the budget (README, "Choosing the default attack")."""
+NON_TARGETED_FAMILY = "bsr"
+"""Non-targeted recipe: MI-FGSM with block shuffle and rotation copies (Wang et al. 2024), whose copies
+per step grow with the budget. At 50 gradients per image and eps 4 it beat SI-NI-TI-DI on both
+pairings (README, "Choosing the default attack": 7 against 11 of 48, then 3 against 5 of 32)."""
 NON_TARGETED_ITERATIONS = 10
 """The transfer papers' 10 iterations; spare budget goes to more copies per step, not more steps."""
 MAX_COPIES = {"si": 5, "admix": 4, "bsr": 20, "sia": 20}

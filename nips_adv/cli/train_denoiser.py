@@ -11,11 +11,12 @@ from .common import configure_logging, fail
 DEFAULT_DEFENSE_MODELS = "efficientnet_lite1,efficientnet_lite2"
 
 
-def _with_clean(clean, adversarial, source):
-    """The adversarial images followed by the clean ones, each its own source."""
+def _with_clean(clean, adversarial, source, repeats: int = 1):
+    """The adversarial images followed by the clean ones ``repeats`` times, each its own source."""
     import numpy as np
 
-    return np.concatenate([adversarial, clean]), np.concatenate([source, np.arange(len(clean))])
+    return (np.concatenate([adversarial, *[clean] * repeats]),
+            np.concatenate([source, *[np.arange(len(clean))] * repeats]))
 
 
 def _list(text: str) -> list[str]:
@@ -41,6 +42,8 @@ def _list(text: str) -> list[str]:
               help="Mirror a random half of each batch (targets: the mirrored clean images' logits).")
 @click.option("--init", "initial_weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Start from these denoiser weights (.npz) instead of the identity: fine-tuning. Ignored when resuming.")
+@click.option("--clean-repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --clean: each clean training image appears this many times per epoch (more weight on clean accuracy).")
 @click.option("--clean/--no-clean", "with_clean", default=True, show_default=True,
               help="Also train on the clean images themselves (denoised clean -> clean logits), so that clean accuracy holds.")
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True, help="Optimiser steps in all.")
@@ -56,7 +59,7 @@ def _list(text: str) -> list[str]:
 @click.option("--verbose", "-v", is_flag=True)
 def train_denoiser_command(
     output: Path, images: Path, train_count: int, with_skimage: bool, model_name: str, surrogates: str, methods: str,
-    epsilons: str, rounds: int, flip: bool, initial_weights: Path | None, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, work_dir: Path | None,
+    epsilons: str, rounds: int, flip: bool, initial_weights: Path | None, clean_repeats: int, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, work_dir: Path | None,
     seed: int, quiet: bool, verbose: bool,
 ) -> None:
     """Train the denoiser (Liao et al. 2018, logit-guided) on adversarial images crafted here, write OUTPUT.npz.
@@ -122,7 +125,7 @@ def train_denoiser_command(
                 seed=seed + 1, cache=work_dir / "validation.npz", progress=not quiet,
             )
         if with_clean:
-            train_adversarial, train_source = _with_clean(train_clean, train_adversarial, train_source)
+            train_adversarial, train_source = _with_clean(train_clean, train_adversarial, train_source, clean_repeats)
             if validation_clean is not None:
                 validation_adversarial, validation_source = _with_clean(validation_clean, validation_adversarial, validation_source)
         with Classifier.create(model_name, seed=seed) as classifier:
