@@ -140,7 +140,7 @@ def plan_throughput(
     The estimate leaves out what only a real run measures (the first pass's one gradient per image,
     reading and writing), so the 100-image run's own plan lines are the figures to trust.
     """
-    from .attacks.directory import COMPILE_RESERVE_S, PLAN_SAFETY
+    from .attacks.directory import affordable_gradients
     from .attacks.plan import MAX_COPIES, NON_TARGETED_FAMILY, choose_plan, cost_per_image
     from .attacks.sign_gradient import METHODS, sign_gradient_attack
     from .attacks.time_budget import auto_budget_seconds
@@ -160,8 +160,8 @@ def plan_throughput(
         best = min(_timed(step) for _ in range(repeats))
     gradients = batch_size * cost_per_image(config)
     label = f"{_list_text(members)} {NON_TARGETED_FAMILY} step, {config.copies} copies, batch {batch_size}"
-    seconds_each = (PLAN_SAFETY * (auto_budget_seconds(image_count) - start_up_seconds) - COMPILE_RESERVE_S) / image_count
-    plan = choose_plan(targeted=False, gradients_per_image=seconds_each * gradients / best)
+    affordable = affordable_gradients(auto_budget_seconds(image_count) - start_up_seconds, image_count, 0.0, best / gradients)
+    plan = choose_plan(targeted=False, gradients_per_image=affordable)
     return PlanThroughput(Throughput(label, gradients / best, best), start_up_seconds, plan.description, plan.reason)
 
 

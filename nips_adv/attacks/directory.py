@@ -219,8 +219,9 @@ class _Job:
         batch_started = clock()
         for batch in iter_image_batches(done, batch_size, lambda error: None):
             times.io_seconds += clock() - batch_started
-            seconds_each = (PLAN_SAFETY * refine.seconds_left() - COMPILE_RESERVE_S) / images_left - refine.seconds_per_image_overhead
-            plan = choose_plan(targeted=self.targeted, gradients_per_image=seconds_each / refine.seconds_per_image_iteration)
+            affordable = affordable_gradients(refine.seconds_left(), images_left, refine.seconds_per_image_overhead,
+                                              refine.seconds_per_image_iteration)
+            plan = choose_plan(targeted=self.targeted, gradients_per_image=affordable)
             if plan.config != config:
                 logger.info(
                     "plan%s: %s; %s (%.3f s per image-gradient measured on %s, %d images, %.0f s left)",
@@ -276,3 +277,11 @@ def _known_labels(
                 report.warn(f"{names[index]}: no true label given; attacking away from its predicted class {label}")
             labels[index] = label
     return labels
+
+
+def affordable_gradients(seconds_left: float, images_left: int, seconds_per_image_overhead: float,
+                         seconds_per_gradient: float) -> float:
+    """Image-gradients per image the time left buys: ``PLAN_SAFETY`` of it, less the compile reserve and
+    each image's overhead (reading, writing), at the measured seconds per image-gradient."""
+    seconds_each = (PLAN_SAFETY * seconds_left - COMPILE_RESERVE_S) / images_left - seconds_per_image_overhead
+    return seconds_each / seconds_per_gradient
