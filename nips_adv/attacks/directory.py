@@ -138,6 +138,7 @@ class _Job:
     def attack(self, batch: ImageBatch, config: SignGradientConfig, times: PassTimes, clock) -> float:
         """Attack and write ``batch``; returns the attack's seconds (its gradients), adding them and the
         batch's label look-up and writing to ``times``."""
+        lookup_started = clock()
         labels = self.labels(batch)
         attack_started = clock()
         adversarial = sign_gradient_attack(
@@ -147,7 +148,7 @@ class _Job:
         self.write(batch.names, adversarial)
         attack_seconds = attack_ended - attack_started
         times.add(images=len(batch.names), gradients=len(batch.names) * cost_per_image(config),
-                  attack_seconds=attack_seconds, io_seconds=clock() - attack_ended)
+                  attack_seconds=attack_seconds, io_seconds=attack_started - lookup_started + clock() - attack_ended)
         return attack_seconds
 
     def log_times(self) -> None:
