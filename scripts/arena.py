@@ -31,7 +31,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,34 +72,18 @@ class Recipe:
 
 
 def parse_recipe(spec: str) -> Recipe:
-    """``method[:field=value,...]`` -> Recipe; values are parsed as int, float, bool or kept as text."""
-    from nips_adv.attacks import METHODS, SignGradientConfig
+    """``auto`` or ``method[:field=value,...]`` (nips_adv's one method-spec parser) -> Recipe."""
+    from nips_adv.attacks import parse_method_spec
 
-    method, _, rest = spec.partition(":")
-    method = method.strip()
-    if method != "auto" and method not in METHODS:
-        raise ValueError(f"recipe {spec!r}: unknown method {method!r}; known: auto, {', '.join(METHODS)}")
-    known = {field.name for field in fields(SignGradientConfig)}
-    overrides: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, _, text = item.partition("=")
-        if key not in known:
-            raise ValueError(f"recipe {spec!r}: {key!r} is not a field of SignGradientConfig")
-        overrides[key] = _value(text)
-    if method == "auto" and overrides:
-        raise ValueError(f"recipe {spec!r}: auto takes no overrides (it plans them)")
+    if spec.partition(":")[0].strip() == "auto":
+        if spec.strip() != "auto":
+            raise ValueError(f"recipe {spec!r}: auto takes no overrides (it plans them)")
+        return Recipe(spec, "auto", {})
+    try:
+        method, overrides = parse_method_spec(spec)
+    except ValueError as error:
+        raise ValueError(f"recipe {error}") from None
     return Recipe(spec, method, overrides)
-
-
-def _value(text: str) -> Any:
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def eps_groups(names: list[str], eps_values: tuple[float, ...], eps_batch: int, all_eps: bool) -> list[tuple[float, list[str]]]:

@@ -319,3 +319,18 @@ def test_the_time_line_accounts_for_every_second_and_gradient_of_a_planned_run(t
     assert int(refine_images) == 12 and float(refine_attack) == pytest.approx(spent, abs=0.06)
     assert int(refine_gradients) == pytest.approx(spent / 0.1, abs=1)
     assert float(refine_rate) == pytest.approx(10.0, rel=0.01) and float(refine_io) == 0.0
+
+
+def test_method_specs_parse_their_overrides_and_name_bad_ones() -> None:
+    from nips_adv.attacks import method_spec_config, parse_method_spec
+
+    assert parse_method_spec("bsr") == ("bsr", {})
+    assert parse_method_spec("bsr:copies=5,iterations=20,nesterov=true,step_scale=2.5") == (
+        "bsr", {"copies": 5, "iterations": 20, "nesterov": True, "step_scale": 2.5})
+    config = method_spec_config("bsr:copies=5")
+    assert (config.copy_transform, config.copies, config.iterations) == ("bsr", 5, 10)
+    assert method_spec_config("mi-fgsm", targeted=True) == method_config("mi-fgsm", targeted=True)
+    for spec, named in (("nope:copies=2", "'nope'"), ("bsr:colours=3", "'colours'")):
+        with pytest.raises(ValueError, match=named) as caught:
+            parse_method_spec(spec)
+        assert spec in str(caught.value) and "\n" not in str(caught.value)

@@ -355,3 +355,17 @@ def test_train_denoiser_refuses_a_bad_init_file_in_one_line_and_writes_nothing(i
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "truncated.npz" in lines[0] and "Traceback" not in result.output
     assert not output.exists() and not (tmp_path / "w.npz.work").exists()
+
+
+@pytest.mark.parametrize("option", [("--extra-round", "bsr:colours=3"), ("--methods", "mi-fgsm,nope")])
+def test_train_denoiser_refuses_a_bad_attack_method_in_one_line_and_writes_nothing(
+    input_dir: Path, tmp_path: Path, option: tuple[str, str]
+) -> None:
+    from nips_adv.cli.train_denoiser import train_denoiser_command
+
+    output = tmp_path / "w.npz"
+    result = CliRunner().invoke(train_denoiser_command, [str(output), "--images", str(input_dir), *option, "-q"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and ("colours" in lines[0] or "nope" in lines[0]) and "Traceback" not in result.output
+    assert not output.exists() and not (tmp_path / "w.npz.work").exists()

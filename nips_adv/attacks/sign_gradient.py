@@ -24,7 +24,7 @@ Pixel units (0..255) throughout, the units of MAX_EPSILON; the model maps pixels
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -233,6 +233,41 @@ def method_config(method: str, *, targeted: bool = False, **overrides: object) -
     if targeted and config.iterations > 1 and config.step_fraction is None:
         config = replace(config, iterations=TARGETED_ITERATIONS, step_scale=TARGETED_STEP_SCALE)
     return replace(config, **{key: value for key, value in overrides.items() if value is not None})
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``method[:field=value,...]`` -> (method, overrides of SignGradientConfig's fields), e.g.
+    ``bsr:copies=5,iterations=20``; values parse as bool, int, float or stay text. Raises ValueError
+    naming the spec for an unknown method or field."""
+    method, _, rest = spec.partition(":")
+    method = method.strip()
+    if method not in METHODS:
+        raise ValueError(f"{spec!r}: unknown method {method!r}; known methods: {', '.join(METHODS)}")
+    known = {field.name for field in fields(SignGradientConfig)}
+    overrides: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, _, text = item.partition("=")
+        if key not in known:
+            raise ValueError(f"{spec!r}: {key!r} is not a field of SignGradientConfig")
+        overrides[key] = _spec_value(text)
+    return method, overrides
+
+
+def method_spec_config(spec: str, *, targeted: bool = False) -> SignGradientConfig:
+    """The config a ``method[:field=value,...]`` spec names (``parse_method_spec``, then ``method_config``)."""
+    method, overrides = parse_method_spec(spec)
+    return method_config(method, targeted=targeted, **overrides)
+
+
+def _spec_value(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def sign_gradient_attack(

@@ -38,6 +38,9 @@ def _list(text: str) -> list[str]:
 @click.option("--eps", "epsilons", default="8,16", show_default=True, help="Epsilons drawn per image (pixels).")
 @click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Adversarial images per training image and surrogate, each with its own (method, eps) draw.")
+@click.option("--extra-round", "extra_rounds", multiple=True, metavar="METHOD[:FIELD=VALUE,...]",
+              help="One more round, every image attacked with this method (its eps drawn from --eps), e.g. "
+              "bsr:copies=5; repeatable. Earlier rounds' cached images are kept.")
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Mirror a random half of each batch (targets: the mirrored clean images' logits).")
 @click.option("--init", "initial_weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -59,7 +62,7 @@ def _list(text: str) -> list[str]:
 @click.option("--verbose", "-v", is_flag=True)
 def train_denoiser_command(
     output: Path, images: Path, train_count: int, with_skimage: bool, model_name: str, surrogates: str, methods: str,
-    epsilons: str, rounds: int, flip: bool, initial_weights: Path | None, clean_repeats: int, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, work_dir: Path | None,
+    epsilons: str, rounds: int, extra_rounds: tuple[str, ...], flip: bool, initial_weights: Path | None, clean_repeats: int, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, work_dir: Path | None,
     seed: int, quiet: bool, verbose: bool,
 ) -> None:
     """Train the denoiser (Liao et al. 2018, logit-guided) on adversarial images crafted here, write OUTPUT.npz.
@@ -69,7 +72,7 @@ def train_denoiser_command(
     configure_logging("nips-adv train-denoiser", verbose=verbose)
     import numpy as np
 
-    from ..attacks.sign_gradient import METHODS
+    from ..attacks.sign_gradient import parse_method_spec
     from ..defenses.denoiser import DenoiserWeightsError, read_denoiser_weights
     from ..defenses.training import (
         TrainingSet,
@@ -91,9 +94,13 @@ def train_denoiser_command(
         eps_list = [float(value) for value in _list(epsilons)]
     except (ModelListError, ValueError) as error:
         fail(program, str(error))
-    unknown = [method for method in method_list if method not in METHODS]
-    if unknown or not method_list:
-        fail(program, f"unknown attack method {unknown[0] if unknown else methods!r}; known: {', '.join(METHODS)}")
+    if not method_list:
+        fail(program, f"--methods {methods!r}: name at least one attack method")
+    for spec in [*method_list, *extra_rounds]:
+        try:
+            parse_method_spec(spec)
+        except ValueError as error:
+            fail(program, f"attack method {error}")
     if not eps_list or any(not 0 < value <= 255 for value in eps_list):
         fail(program, f"--eps {epsilons!r}: give epsilons in (0, 255]")
     if initial_weights is not None:
@@ -109,12 +116,14 @@ def train_denoiser_command(
     try:
         train_clean = load_images(train_paths, with_skimage=with_skimage)
         validation_clean = load_images(validation_paths) if validation_paths else None
+        # Each round its own seed; extra rounds follow the drawn ones, so adding one keeps their caches.
+        round_methods = [method_list] * rounds + [[spec] for spec in extra_rounds]
         crafted = [
             craft_adversarial(
-                train_clean, surrogates=surrogate_list, methods=method_list, epsilons=eps_list,
+                train_clean, surrogates=surrogate_list, methods=chosen, epsilons=eps_list,
                 seed=seed + 1000 * round_index, cache=work_dir / "train.npz", progress=not quiet,
             )
-            for round_index in range(rounds)
+            for round_index, chosen in enumerate(round_methods)
         ]
         train_adversarial = np.concatenate([images for images, _ in crafted])
         train_source = np.concatenate([source for _, source in crafted])

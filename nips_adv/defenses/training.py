@@ -94,12 +94,12 @@ def craft_adversarial(
     """Adversarial images ``(len(surrogates) * N, ...)`` uint8 and their clean indices, cached in ``cache``.
 
     For each surrogate (one classifier at a time), each image gets a (method, eps) drawn under
-    ``seed``; images sharing one are attacked together. A surrogate's images are saved as soon as
+    ``seed`` (a method is a ``method[:field=value,...]`` spec: ``bsr:copies=5``); images sharing one are attacked together. A surrogate's images are saved as soon as
     they are done (``cache``-``name``.npz), so an interrupted run resumes where it stopped.
     """
     from tqdm import tqdm
 
-    from ..attacks.sign_gradient import method_config, sign_gradient_attack
+    from ..attacks.sign_gradient import method_spec_config, sign_gradient_attack
     from ..models.classifier import Classifier
 
     rng = np.random.default_rng(seed)
@@ -121,7 +121,7 @@ def craft_adversarial(
             for chosen_method in range(len(methods)):
                 for chosen_eps in range(len(epsilons)):
                     indices = np.flatnonzero((method_index == chosen_method) & (eps_index == chosen_eps))
-                    config = method_config(methods[chosen_method])
+                    config = method_spec_config(methods[chosen_method])
                     for start in range(0, len(indices), batch_size):
                         batch = indices[start : start + batch_size]
                         adversarial[batch] = sign_gradient_attack(
