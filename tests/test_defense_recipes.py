@@ -369,3 +369,27 @@ def test_train_denoiser_refuses_a_bad_attack_method_in_one_line_and_writes_nothi
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and ("colours" in lines[0] or "nope" in lines[0]) and "Traceback" not in result.output
     assert not output.exists() and not (tmp_path / "w.npz.work").exists()
+
+
+def test_keep_last_writes_the_final_checkpoints_weights_even_when_resumed(toy_networks, tmp_path: Path) -> None:
+    """--keep last: OUTPUT is the final checkpoint's denoiser, also for a finished run resumed to write it."""
+    from nips_adv.defenses.denoiser import read_denoiser_weights
+    from nips_adv.defenses.training import TrainingSet, train_denoiser
+
+    rng = np.random.default_rng(9)
+    clean = rng.integers(0, 256, size=(4, SIDE, SIDE, 3)).astype(np.uint8)
+    adversarial = np.clip(clean.astype(int) + rng.choice([-16, 16], size=clean.shape), 0, 255).astype(np.uint8)
+    def run(output: Path, steps: int, keep: str) -> None:
+        with Classifier(toy_networks) as classifier:
+            targets = classifier.logits(clean)
+            data = TrainingSet(clean, adversarial, np.arange(4), targets)
+            train_denoiser(classifier, data, data, output, work_dir=tmp_path, steps=steps, batch_size=2,
+                           learning_rate=1e-2, checkpoint_every=1, seed=0, progress=False, keep=keep)
+
+    run(tmp_path / "first.npz", 4, "last")
+    # The finished run resumed with --keep last: a new OUTPUT gets the checkpoint's weights (nothing retrained).
+    run(tmp_path / "again.npz", 4, "last")
+    with np.load(tmp_path / "checkpoint.npz") as checkpoint:
+        for output in ("first.npz", "again.npz"):
+            for name, value in read_denoiser_weights(tmp_path / output).items():
+                np.testing.assert_array_equal(checkpoint[f"denoiser/{name}"], value, err_msg=f"{output} {name}")

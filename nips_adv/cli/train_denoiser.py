@@ -54,6 +54,9 @@ def _list(text: str) -> list[str]:
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True)
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=50, show_default=True,
               help="Save the training state (denoiser, Adam, step) and validate every N steps.")
+@click.option("--keep", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Which weights OUTPUT gets: those of the best validation loss, or the last step's "
+              "(when the validation images are attacked unlike the training ones, e.g. after --extra-round).")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Cache of adversarial images, target logits and the checkpoint; a run resumes from it "
               "[default: OUTPUT's name + '.work'].")
@@ -62,7 +65,7 @@ def _list(text: str) -> list[str]:
 @click.option("--verbose", "-v", is_flag=True)
 def train_denoiser_command(
     output: Path, images: Path, train_count: int, with_skimage: bool, model_name: str, surrogates: str, methods: str,
-    epsilons: str, rounds: int, extra_rounds: tuple[str, ...], flip: bool, initial_weights: Path | None, clean_repeats: int, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, work_dir: Path | None,
+    epsilons: str, rounds: int, extra_rounds: tuple[str, ...], flip: bool, initial_weights: Path | None, clean_repeats: int, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, keep: str, work_dir: Path | None,
     seed: int, quiet: bool, verbose: bool,
 ) -> None:
     """Train the denoiser (Liao et al. 2018, logit-guided) on adversarial images crafted here, write OUTPUT.npz.
@@ -150,10 +153,11 @@ def train_denoiser_command(
                 classifier, TrainingSet(train_clean, train_adversarial, train_source, train_targets, flipped_targets),
                 validation_set, output, work_dir=work_dir, steps=steps, batch_size=batch_size,
                 learning_rate=learning_rate, checkpoint_every=checkpoint_every, seed=seed, progress=not quiet,
-                initial_weights=initial_weights,
+                initial_weights=initial_weights, keep=keep,
             )
     except (CheckpointError, ModelListError) as error:
         fail(program, str(error))
     except OSError as error:
         fail(program, f"{error.filename or output}: {error.strerror or error}")
-    click.echo(f"{program}: wrote {output} ({', '.join(f'{key} {value:.4g}' for key, value in figures.items())})")
+    details = ", ".join(f"{key} {value:.4g}" for key, value in figures.items())
+    click.echo(f"{program}: wrote {output} ({details or f'the checkpoint had already reached step {steps}'})")

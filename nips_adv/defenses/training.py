@@ -185,24 +185,26 @@ def train_denoiser(
     seed: int = 0,
     progress: bool = True,
     initial_weights: Path | None = None,
+    keep: str = "best",
 ) -> dict[str, float]:
     """Train the denoiser in front of ``classifier`` (its graph, weights frozen) for ``steps`` steps.
 
     Resumes from ``work_dir/checkpoint.npz`` when it exists; otherwise starts from
     ``initial_weights`` (a denoiser .npz: fine-tuning) or the identity. Every ``checkpoint_every`` steps (and
     at the end) the state is saved and, with ``validation``, its loss measured; ``output`` gets the
-    weights of the best validation loss so far (without validation: the latest). Batches are drawn
+    weights of the best validation loss so far (``keep="best"``; without validation, or with
+    ``keep="last"``, the latest: for validation images attacked unlike the training ones). Batches are drawn
     from a permutation per epoch seeded by ``seed`` and the epoch, so a resumed run sees the same ones.
     Returns the final figures (train loss of the last interval, validation loss and agreement).
     """
     # Variables are looked up, loaded and saved through the default graph: make it the classifier's.
     with classifier.graph.as_default():
         return _train(classifier, train, validation, output, work_dir, steps, batch_size, learning_rate,
-                      checkpoint_every, seed, progress, initial_weights)
+                      checkpoint_every, seed, progress, initial_weights, keep)
 
 
 def _train(classifier, train, validation, output, work_dir, steps, batch_size, learning_rate, checkpoint_every,
-           seed, progress, initial_weights) -> dict[str, float]:
+           seed, progress, initial_weights, keep) -> dict[str, float]:
     from tqdm import tqdm
 
     from ..models.tf_compat import tf1
@@ -249,12 +251,12 @@ def _train(classifier, train, validation, output, work_dir, steps, batch_size, l
                         "step %d: train loss %.4f, validation loss %.4f, top-1 agreement with clean %.3f",
                         step, figures["train_loss"], figures["validation_loss"], figures["validation_agreement"],
                     )
-                    if figures["validation_loss"] < best:
-                        best = figures["validation_loss"]
+                    if figures["validation_loss"] < best or keep == "last":
+                        best = min(best, figures["validation_loss"])
                         save_denoiser_weights(session, output)
                 else:
                     save_denoiser_weights(session, output)
-    if not output.is_file():
+    if not output.is_file() or (keep == "last" and step == steps):
         save_denoiser_weights(session, output)
     return figures
 
