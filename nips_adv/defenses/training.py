@@ -94,8 +94,9 @@ def craft_adversarial(
     """Adversarial images ``(len(surrogates) * N, ...)`` uint8 and their clean indices, cached in ``cache``.
 
     For each surrogate (one classifier at a time), each image gets a (method, eps) drawn under
-    ``seed`` (a method is a ``method[:field=value,...]`` spec: ``bsr:copies=5``); images sharing one are attacked together. A surrogate's images are saved as soon as
-    they are done (``cache``-``name``.npz), so an interrupted run resumes where it stopped.
+    ``seed``, a method being a ``method[:field=value,...]`` spec such as ``bsr:copies=5``; images
+    sharing one are attacked together. A surrogate's images are saved as soon as they are done
+    (``cache``-``name``.npz), so an interrupted run resumes where it stopped.
     """
     from tqdm import tqdm
 
@@ -197,6 +198,8 @@ def train_denoiser(
     from a permutation per epoch seeded by ``seed`` and the epoch, so a resumed run sees the same ones.
     Returns the final figures (train loss of the last interval, validation loss and agreement).
     """
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
     # Variables are looked up, loaded and saved through the default graph: make it the classifier's.
     with classifier.graph.as_default():
         return _train(classifier, train, validation, output, work_dir, steps, batch_size, learning_rate,
