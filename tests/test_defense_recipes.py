@@ -19,6 +19,7 @@ from nips_adv.defenses.recipes import (
 )
 from nips_adv.defenses.transforms import (
     Compose,
+    GaussianNoise,
     HorizontalFlip,
     JpegCompression,
     RandomResizePad,
@@ -72,7 +73,16 @@ def test_recipes_parse_into_chains_of_transforms() -> None:
     assert isinstance(chain.transform.transforms[1], RandomResizePad) and chain.transform.transforms[1].seed is not None
 
 
-@pytest.mark.parametrize("text", ["blur", "jpeg:high", "jpeg:0", "median:4", "flip:2", "resize-pad+sharpen"])
+def test_noise_and_several_denoisers_parse_into_views() -> None:
+    noisy = parse_recipe("noise:12+denoiser", seed=3)
+    assert noisy.random and isinstance(noisy.transform, Compose) and noisy.transform.copies == 2
+    assert noisy.transform.transforms[0] == GaussianNoise(sigma=12.0, seed=300)
+    if PACKAGED_DENOISER.is_file():
+        two = parse_recipe(f"denoiser:{PACKAGED_DENOISER}:{PACKAGED_DENOISER}").transform
+        assert two is not None and two.copies == 2 and two.name == "denoiser(lgd_lite1_lite2.npz,lgd_lite1_lite2.npz)"
+
+
+@pytest.mark.parametrize("text", ["blur", "jpeg:high", "jpeg:0", "median:4", "flip:2", "resize-pad+sharpen", "noise:0", "noise:loud"])
 def test_bad_recipes_raise_one_line_naming_the_step(text: str) -> None:
     with pytest.raises(RecipeError) as caught:
         parse_recipe(text)
@@ -206,6 +216,8 @@ def test_bad_recipes_and_weights_exit_2_with_one_line_and_write_nothing(
 def test_a_bad_denoiser_file_raises_its_own_error(tmp_path: Path) -> None:
     with pytest.raises(DenoiserWeightsError):
         parse_recipe(f"denoiser:{_write_truncated(tmp_path / 'cut.npz')}")
+    with pytest.raises(DenoiserWeightsError, match="missing.npz"):  # the second of two files
+        parse_recipe(f"denoiser:{PACKAGED_DENOISER}:{tmp_path / 'missing.npz'}")
 
 
 def test_a_recipe_runs_through_the_tool_and_verbose_names_it_and_its_seed(
@@ -393,3 +405,83 @@ def test_keep_last_writes_the_final_checkpoints_weights_even_when_resumed(toy_ne
         for output in ("first.npz", "again.npz"):
             for name, value in read_denoiser_weights(tmp_path / output).items():
                 np.testing.assert_array_equal(checkpoint[f"denoiser/{name}"], value, err_msg=f"{output} {name}")
+
+
+def test_training_grows_three_levels_into_four_and_refuses_a_checkpoint_of_another_architecture(
+    toy_networks, tmp_path: Path
+) -> None:
+    """--init three-level weights with --architecture four levels: the same function at first (learning rate 0:
+    the shared parameters come back unchanged, the new last layer zero); then resuming that work folder as a
+    three-level denoiser is refused in one line naming the checkpoint."""
+    from nips_adv.defenses.denoiser import DenoiserWeightsError, read_denoiser_weights
+    from nips_adv.defenses.training import TrainingSet, train_denoiser
+
+    rng = np.random.default_rng(12)
+    clean = rng.integers(0, 256, size=(4, SIDE, SIDE, 3)).astype(np.uint8)
+    adversarial = np.clip(clean.astype(int) + rng.choice([-16, 16], size=clean.shape), 0, 255).astype(np.uint8)
+    (tmp_path / "small").mkdir()
+    (tmp_path / "grown").mkdir()
+    with Classifier(toy_networks) as classifier:
+        data = TrainingSet(clean, adversarial, np.arange(4), classifier.logits(clean))
+        train_denoiser(classifier, data, None, tmp_path / "small" / "w.npz", work_dir=tmp_path / "small", steps=3,
+                       batch_size=2, learning_rate=1e-2, seed=0, progress=False)
+    with Classifier(toy_networks) as classifier:
+        train_denoiser(classifier, data, None, tmp_path / "grown" / "w.npz", work_dir=tmp_path / "grown", steps=1,
+                       batch_size=2, learning_rate=0.0, seed=0, progress=False,
+                       initial_weights=tmp_path / "small" / "w.npz", architecture="hgd-unet4-16-32-64-128")
+    small, grown = read_denoiser_weights(tmp_path / "small" / "w.npz"), read_denoiser_weights(tmp_path / "grown" / "w.npz")
+    assert set(grown) - set(small) == {f"{layer}/{part}" for layer in ("encoder4/conv1", "encoder4/conv2",
+                                       "decoder3/conv1", "decoder3/conv2") for part in ("kernel", "bias")}
+    for name, value in small.items():
+        np.testing.assert_array_equal(grown[name], value, err_msg=name)
+    assert not grown["decoder3/conv2/kernel"].any() and grown["decoder3/conv1/kernel"].any()
+    with Classifier(toy_networks) as classifier, pytest.raises(DenoiserWeightsError) as raised:
+        train_denoiser(classifier, data, None, tmp_path / "grown" / "again.npz", work_dir=tmp_path / "grown", steps=2,
+                       batch_size=2, seed=0, progress=False, architecture="hgd-unet3-16-32-64")
+    message = str(raised.value)
+    assert "checkpoint.npz" in message and "another denoiser" in message and "\n" not in message
+    assert not (tmp_path / "grown" / "again.npz").exists()
+
+
+def test_train_denoiser_refuses_to_shrink_init_weights_in_one_line_and_writes_nothing(
+    input_dir: Path, tmp_path: Path
+) -> None:
+    from nips_adv.cli.train_denoiser import train_denoiser_command
+    from nips_adv.defenses.denoiser import build_denoiser, save_denoiser_weights
+    from nips_adv.models.tf_compat import tf, tf1
+
+    graph = tf.Graph()
+    with graph.as_default():
+        build_denoiser(tf1.placeholder(tf.float32, [None, None, None, 3]), architecture="hgd-unet4-16-32-64-128")
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            save_denoiser_weights(session, tmp_path / "four.npz")
+    output = tmp_path / "w.npz"
+    result = CliRunner().invoke(train_denoiser_command, [str(output), "--images", str(input_dir), "--init",
+                                                         str(tmp_path / "four.npz"), "--architecture",
+                                                         "hgd-unet3-16-32-64", "-q"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "four.npz" in lines[0] and "do not fit" in lines[0] and "Traceback" not in result.output
+    assert not output.exists() and not (tmp_path / "w.npz.work").exists()
+
+
+def test_input_noise_reaches_every_training_input_and_replays_under_the_seed(toy_networks, tmp_path: Path) -> None:
+    """The identity denoiser (learning rate 0) on clean inputs has loss 0; with --input-noise the inputs carry noise
+    (loss > 0), the same noise in a second run with the same seed."""
+    from nips_adv.defenses.training import TrainingSet, train_denoiser
+
+    clean = np.random.default_rng(13).integers(0, 256, size=(4, SIDE, SIDE, 3)).astype(np.uint8)
+    losses = []
+    for run, noise in enumerate([0.0, 8.0, 8.0]):
+        work = tmp_path / f"run{run}"
+        work.mkdir()
+        with Classifier(toy_networks) as classifier:
+            data = TrainingSet(clean, clean, np.arange(4), classifier.logits(clean))
+            figures = train_denoiser(classifier, data, None, work / "w.npz", work_dir=work, steps=4, batch_size=2,
+                                     learning_rate=0.0, checkpoint_every=4, seed=3, progress=False, input_noise=noise)
+        losses.append(figures["train_loss"])
+    assert losses[0] == pytest.approx(0.0, abs=1e-4)
+    assert losses[1] > 0.01 and losses[2] == pytest.approx(losses[1], rel=1e-6)
+    with pytest.raises(ValueError, match="input noise"):
+        train_denoiser(None, data, None, tmp_path / "x.npz", work_dir=tmp_path, steps=1, input_noise=-1.0)

@@ -12,6 +12,7 @@ from nips_adv.defenses.transforms import (
     BitDepthReduction,
     Compose,
     DefenseTransform,
+    GaussianNoise,
     HorizontalFlip,
     JpegCompression,
     MedianSmoothing,
@@ -72,6 +73,7 @@ def test_every_transform_follows_the_interface():
         MedianSmoothing(),
         TotalVariationSmoothing(),
         HorizontalFlip(),
+        GaussianNoise(),
         Compose([HorizontalFlip(), RandomResizePad(copies=2)]),
     ):
         assert isinstance(transform, DefenseTransform)
@@ -256,3 +258,20 @@ def test_copies_in_one_graph_give_the_average_of_per_copy_gradients():
 def test_eot_rejects_zero_passes():
     with pytest.raises(ValueError, match="passes"):
         expectation_over_transformation(lambda: np.zeros(1), passes=0)
+
+
+def test_gaussian_noise_has_the_asked_spread_is_clipped_and_replays_under_a_seed():
+    """Mid-grey images: the noise's mean ~0 and deviation ~sigma (numpy's reference statistics); at the
+    ends of the range it is clipped; copies and session runs draw anew, a seeded graph replays them."""
+    grey = np.full((2, 40, 50, 3), 128.0, np.float32)
+    first, second = run_transform(GaussianNoise(sigma=8.0, copies=3, seed=4), grey, seed=1, runs=2)
+    assert first.shape == (6, 40, 50, 3)
+    noise = first - grey[0]
+    assert abs(noise.mean()) < 0.2 and abs(noise.std() - 8.0) < 0.2
+    assert not np.array_equal(first[:2], first[2:4]) and not np.array_equal(first, second)
+    (again, _) = run_transform(GaussianNoise(sigma=8.0, copies=3, seed=4), grey, seed=1, runs=2)
+    np.testing.assert_array_equal(again, first)
+    (ends,) = run_transform(GaussianNoise(sigma=30.0, copies=1), np.stack([np.zeros((8, 8, 3)), np.full((8, 8, 3), 255.0)]).astype(np.float32))
+    assert ends.min() >= 0.0 and ends.max() <= 255.0 and (ends[0] == 0).mean() > 0.4 and (ends[1] == 255).mean() > 0.4
+    with pytest.raises(ValueError, match="sigma"):
+        GaussianNoise(sigma=0.0)

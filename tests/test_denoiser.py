@@ -9,6 +9,7 @@ import pytest
 
 from nips_adv.defenses.denoiser import (
     ARCHITECTURE,
+    ARCHITECTURES,
     PARAMETER_SHAPES,
     DenoiserTransform,
     DenoiserWeightsError,
@@ -179,3 +180,72 @@ def test_bad_weights_files_raise_one_line_naming_the_file(trained, tmp_path):
             DenoiserTransform(path)
         message = str(raised.value)
         assert str(path) in message and reason in message and "\n" not in message, message
+
+
+def test_the_four_level_denoiser_adds_a_context_branch_and_starts_as_the_identity():
+    from nips_adv.models.tf_compat import tf, tf1
+
+    four = ARCHITECTURES["hgd-unet4-16-32-64-128"].parameter_shapes
+    assert set(PARAMETER_SHAPES) < set(four) and all(four[name] == shape for name, shape in PARAMETER_SHAPES.items())
+    assert sum(int(np.prod(shape)) for shape in four.values()) == 118_691 + 369_024  # 1.9 MB in float32
+    pixels = np.random.default_rng(1).uniform(0, 255, size=(1, 37, 45, 3)).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        placeholder = tf1.placeholder(tf.float32, [None, None, None, 3])
+        denoised = build_denoiser(placeholder, architecture="hgd-unet4-16-32-64-128")
+        assert set(denoiser_variables()) == set(four)
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            np.testing.assert_allclose(session.run(denoised, {placeholder: pixels}), pixels, atol=1e-4)
+
+
+def test_three_level_weights_grow_into_four_levels_as_the_same_function(trained, tmp_path):
+    """--init with a three-level file into a four-level denoiser: the same outputs before any step; saved, the
+    file says four levels; the other way round is refused, naming the file."""
+    from nips_adv.models.tf_compat import tf, tf1
+
+    graph = tf.Graph()
+    with graph.as_default():
+        placeholder = tf1.placeholder(tf.float32, [None, None, None, 3])
+        denoised = build_denoiser(placeholder, "grown", architecture="hgd-unet4-16-32-64-128")
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            load_denoiser_weights(session, trained["file"], "grown")
+            output = session.run(denoised, {placeholder: trained["inputs"]})
+            save_denoiser_weights(session, tmp_path / "grown.npz", "grown")
+    np.testing.assert_allclose(output, trained["trained_output"], atol=1e-3)
+    grown = read_denoiser_weights(tmp_path / "grown.npz")
+    assert set(grown) == set(ARCHITECTURES["hgd-unet4-16-32-64-128"].parameter_shapes)
+    with np.load(tmp_path / "grown.npz") as stored:
+        assert str(stored["__architecture__"]) == "hgd-unet4-16-32-64-128"
+    np.testing.assert_allclose(DenoiserTransform(tmp_path / "grown.npz")._weights["noise/kernel"], grown["noise/kernel"])
+    graph = tf.Graph()
+    with graph.as_default():
+        build_denoiser(tf1.placeholder(tf.float32, [None, None, None, 3]), "small")
+        with tf1.Session(graph=graph) as session, pytest.raises(DenoiserWeightsError) as raised:
+            load_denoiser_weights(session, tmp_path / "grown.npz", "small")
+    assert "grown.npz" in str(raised.value) and "do not fit" in str(raised.value)
+
+
+def test_several_weights_files_give_one_view_each_in_order(trained, tmp_path):
+    """``denoiser:a.npz:b.npz``: copy-major views, the first file's denoising then the second's (here the
+    identity: an untrained four-level denoiser), so the defense averages what the denoisers' outputs say."""
+    from nips_adv.models.tf_compat import tf, tf1
+
+    graph = tf.Graph()
+    with graph.as_default():
+        build_denoiser(tf1.placeholder(tf.float32, [None, None, None, 3]), "fresh", architecture="hgd-unet4-16-32-64-128")
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            save_denoiser_weights(session, tmp_path / "identity.npz", "fresh")
+    transform = DenoiserTransform([trained["file"], tmp_path / "identity.npz"])
+    assert transform.copies == 2 and transform.name == "denoiser(denoiser.npz,identity.npz)"
+    graph = tf.Graph()
+    with graph.as_default():
+        placeholder = tf1.placeholder(tf.float32, [None, None, None, 3])
+        views = transform(placeholder)
+        with tf1.Session(graph=graph) as session:
+            output = session.run(views, {placeholder: trained["inputs"]})
+    count = len(trained["inputs"])
+    np.testing.assert_allclose(output[:count], trained["trained_output"], atol=1e-3)
+    np.testing.assert_allclose(output[count:], trained["inputs"], atol=1e-3)

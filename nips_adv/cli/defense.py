@@ -27,8 +27,9 @@ from .common import (
     "--recipe",
     default=None,
     metavar="STEP[:ARG]+...",
-    help="Transforms in front of the classifier, applied left to right: resize-pad[:VIEWS], jpeg[:QUALITY], "
-    "bits[:BITS], median[:SIZE], tv[:WEIGHT], flip, denoiser[:WEIGHTS.npz], or plain "
+    help="Transforms in front of the classifier, applied left to right: resize-pad[:VIEWS], noise[:SIGMA], "
+    "jpeg[:QUALITY], bits[:BITS], median[:SIZE], tv[:WEIGHT], flip, denoiser[:WEIGHTS.npz[:MORE.npz...]] "
+    "(several: one view each, averaged), or plain "
     "[default: denoiser, the strongest measured that keeps clean accuracy; see README].",
 )
 @click.option(

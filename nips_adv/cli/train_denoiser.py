@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..defenses.denoiser import ARCHITECTURE, ARCHITECTURES
 from .common import configure_logging, fail
 
 DEFAULT_DEFENSE_MODELS = "efficientnet_lite1,efficientnet_lite2"
@@ -43,8 +44,14 @@ def _list(text: str) -> list[str]:
               "bsr:copies=5; repeatable. Earlier rounds' cached images are kept.")
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Mirror a random half of each batch (targets: the mirrored clean images' logits).")
+@click.option("--input-noise", type=click.FloatRange(min=0, max=255), default=0.0, show_default=True,
+              help="Gaussian noise of this deviation (pixels) on every training input, for defenses that put "
+              "the noise step in front of the denoiser (noise:S+denoiser).")
 @click.option("--init", "initial_weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Start from these denoiser weights (.npz) instead of the identity: fine-tuning. Ignored when resuming.")
+@click.option("--architecture", type=click.Choice(list(ARCHITECTURES)), default=None,
+              help=f"The denoiser to train [default: that of --init, else {ARCHITECTURE}]. Weights of the "
+              "three-level one grow into the four-level one (--init): it starts as the same function.")
 @click.option("--clean-repeats", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --clean: each clean training image appears this many times per epoch (more weight on clean accuracy).")
 @click.option("--clean/--no-clean", "with_clean", default=True, show_default=True,
@@ -65,7 +72,7 @@ def _list(text: str) -> list[str]:
 @click.option("--verbose", "-v", is_flag=True)
 def train_denoiser_command(
     output: Path, images: Path, train_count: int, with_skimage: bool, model_name: str, surrogates: str, methods: str,
-    epsilons: str, rounds: int, extra_rounds: tuple[str, ...], flip: bool, initial_weights: Path | None, clean_repeats: int, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, keep: str, work_dir: Path | None,
+    epsilons: str, rounds: int, extra_rounds: tuple[str, ...], flip: bool, input_noise: float, initial_weights: Path | None, architecture: str | None, clean_repeats: int, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, keep: str, work_dir: Path | None,
     seed: int, quiet: bool, verbose: bool,
 ) -> None:
     """Train the denoiser (Liao et al. 2018, logit-guided) on adversarial images crafted here, write OUTPUT.npz.
@@ -76,7 +83,7 @@ def train_denoiser_command(
     import numpy as np
 
     from ..attacks.sign_gradient import parse_method_spec
-    from ..defenses.denoiser import DenoiserWeightsError, read_denoiser_weights
+    from ..defenses.denoiser import DenoiserWeightsError, architecture_of, read_denoiser_weights
     from ..defenses.training import (
         TrainingSet,
         clean_logits,
@@ -108,9 +115,11 @@ def train_denoiser_command(
         fail(program, f"--eps {epsilons!r}: give epsilons in (0, 255]")
     if initial_weights is not None:
         try:
-            read_denoiser_weights(initial_weights)
+            initial = architecture_of(read_denoiser_weights(initial_weights))
         except DenoiserWeightsError as error:
             fail(program, str(error))
+        if architecture is not None and not set(initial.parameter_shapes) <= set(ARCHITECTURES[architecture].parameter_shapes):
+            fail(program, f"{initial_weights}: weights of architecture {initial.tag!r} do not fit --architecture {architecture}")
     work_dir = work_dir or output.with_name(output.name + ".work")
     work_dir.mkdir(parents=True, exist_ok=True)
     train_paths, validation_paths = split_dev_images(images, train_count)
@@ -153,9 +162,9 @@ def train_denoiser_command(
                 classifier, TrainingSet(train_clean, train_adversarial, train_source, train_targets, flipped_targets),
                 validation_set, output, work_dir=work_dir, steps=steps, batch_size=batch_size,
                 learning_rate=learning_rate, checkpoint_every=checkpoint_every, seed=seed, progress=not quiet,
-                initial_weights=initial_weights, keep=keep,
+                initial_weights=initial_weights, keep=keep, architecture=architecture, input_noise=input_noise,
             )
-    except (CheckpointError, ModelListError) as error:
+    except (CheckpointError, ModelListError, DenoiserWeightsError) as error:
         fail(program, str(error))
     except OSError as error:
         fail(program, f"{error.filename or output}: {error.strerror or error}")

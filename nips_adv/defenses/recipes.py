@@ -6,6 +6,7 @@ after a colon (default in brackets):
 
 - ``resize-pad[:C]``: random resizing and padding, C random views per pass [2] (Xie et al. 2018,
   arXiv 1711.01991, second in the NIPS 2017 defense track)
+- ``noise[:S]``: Gaussian noise of standard deviation S pixels, 2 random draws per pass [8]
 - ``jpeg[:Q]``: JPEG re-encoding at quality Q [75]
 - ``bits[:B]``: bit-depth reduction to B bits [5] (Xu, Evans & Qi 2018, arXiv 1704.01155)
 - ``median[:S]``: S x S median smoothing [3]
@@ -38,6 +39,7 @@ from .transforms import (
     BitDepthReduction,
     Compose,
     DefenseTransform,
+    GaussianNoise,
     HorizontalFlip,
     JpegCompression,
     MedianSmoothing,
@@ -60,7 +62,7 @@ DEFAULT_RECIPE = "denoiser"
 DEFAULT_PASSES = 4
 """Random passes averaged per image by a random recipe, before the time budget lowers them."""
 
-STEP_NAMES = ("resize-pad", "jpeg", "bits", "median", "tv", "flip", "denoiser")
+STEP_NAMES = ("resize-pad", "noise", "jpeg", "bits", "median", "tv", "flip", "denoiser")
 
 
 class RecipeError(ValueError):
@@ -100,6 +102,9 @@ def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
             if name == "resize-pad":
                 steps.append(RandomResizePad(copies=_integer(argument, 2), seed=op_seed))
                 random = True
+            elif name == "noise":
+                steps.append(GaussianNoise(sigma=float(argument) if argument else 8.0, seed=op_seed))
+                random = True
             elif name == "jpeg":
                 steps.append(JpegCompression(quality=_integer(argument, 75), straight_through=True))
             elif name == "bits":
@@ -111,7 +116,9 @@ def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
             elif name == "flip" and not argument:
                 steps.append(HorizontalFlip())
             elif name == "denoiser":
-                steps.append(DenoiserTransform(Path(argument).expanduser() if argument else PACKAGED_DENOISER))
+                # Several files like a PATH variable (denoiser:a.npz:b.npz): one view per denoiser, averaged.
+                paths = [Path(path.strip()).expanduser() for path in argument.split(":") if path.strip()]
+                steps.append(DenoiserTransform(paths or [PACKAGED_DENOISER]))
             else:
                 raise RecipeError(f"unknown recipe step {part.strip()!r} in {text!r}; steps: {', '.join(STEP_NAMES)} or plain")
         except ValueError as error:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,10 +162,27 @@ def save_training_state(session, training, path: Path) -> None:
 
 
 def load_training_state(session, training, path: Path) -> int:
-    """Restore a checkpoint written by ``save_training_state``; returns the step it was taken at."""
-    with np.load(path) as stored:
-        for variable in training.state:
-            variable.load(stored[variable.op.name], session)
+    """Restore a checkpoint written by ``save_training_state``; returns the step it was taken at.
+
+    Raises ``DenoiserWeightsError`` (one line naming the file) when it is unreadable or holds
+    another denoiser's state (another architecture).
+    """
+    from .denoiser import DenoiserWeightsError
+
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            unexpected = sorted(set(stored.files) - {variable.op.name for variable in training.state})
+            for variable in training.state:
+                name = variable.op.name
+                if unexpected or name not in stored.files or tuple(stored[name].shape) != tuple(variable.shape):
+                    raise DenoiserWeightsError(
+                        f"{path}: a checkpoint of another denoiser ({(unexpected or [name])[0]} unexpected, missing "
+                        "or of another shape); resume with the architecture it was trained with, or use another work folder"
+                    )
+                variable.load(stored[name], session)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DenoiserWeightsError(f"{path}: unreadable training checkpoint (truncated or corrupt: {reason})") from None
     return int(session.run(_global_step(training)))
 
 
@@ -187,11 +205,16 @@ def train_denoiser(
     progress: bool = True,
     initial_weights: Path | None = None,
     keep: str = "best",
+    architecture: str | None = None,
+    input_noise: float = 0.0,
 ) -> dict[str, float]:
     """Train the denoiser in front of ``classifier`` (its graph, weights frozen) for ``steps`` steps.
 
     Resumes from ``work_dir/checkpoint.npz`` when it exists; otherwise starts from
-    ``initial_weights`` (a denoiser .npz: fine-tuning) or the identity. Every ``checkpoint_every`` steps (and
+    ``initial_weights`` (a denoiser .npz: fine-tuning, or growing three levels into four) or the identity.
+    ``architecture``: the denoiser's tag; default that of ``initial_weights``, else ``ARCHITECTURE``.
+    ``input_noise``: Gaussian noise of this deviation (pixels) added to every training input, drawn
+    per step under ``seed`` (the ``noise`` recipe step's, in front of the denoiser); validation stays noiseless. Every ``checkpoint_every`` steps (and
     at the end) the state is saved and, with ``validation``, its loss measured; ``output`` gets the
     weights of the best validation loss so far (``keep="best"``; without validation, or with
     ``keep="last"``, the latest: for validation images attacked unlike the training ones). Batches are drawn
@@ -200,22 +223,28 @@ def train_denoiser(
     """
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
+    if not 0 <= input_noise <= 255:
+        raise ValueError(f"input noise must be in [0, 255], got {input_noise:g}")
     # Variables are looked up, loaded and saved through the default graph: make it the classifier's.
     with classifier.graph.as_default():
         return _train(classifier, train, validation, output, work_dir, steps, batch_size, learning_rate,
-                      checkpoint_every, seed, progress, initial_weights, keep)
+                      checkpoint_every, seed, progress, initial_weights, keep, architecture, input_noise)
 
 
 def _train(classifier, train, validation, output, work_dir, steps, batch_size, learning_rate, checkpoint_every,
-           seed, progress, initial_weights, keep) -> dict[str, float]:
+           seed, progress, initial_weights, keep, architecture, input_noise) -> dict[str, float]:
     from tqdm import tqdm
 
     from ..models.tf_compat import tf1
-    from .denoiser import load_denoiser_weights
+    from .denoiser import architecture_of, load_denoiser_weights, read_denoiser_weights
 
+    if architecture is None and initial_weights is not None:
+        architecture = architecture_of(read_denoiser_weights(initial_weights)).tag
     checkpoint = work_dir / "checkpoint.npz"
     tf1.set_random_seed(seed)
-    training = build_denoiser_training(classifier.fused_logits_tensor, learning_rate=learning_rate, target_logits=True)
+    training = build_denoiser_training(
+        classifier.fused_logits_tensor, learning_rate=learning_rate, target_logits=True, architecture=architecture
+    )
     session = classifier.session
     session.run(training.initializer)
     step = load_training_state(session, training, checkpoint) if checkpoint.is_file() else 0
@@ -240,6 +269,10 @@ def _train(classifier, train, validation, output, work_dir, steps, batch_size, l
                 flip = np.random.default_rng([seed, step]).random(len(batch)) < 0.5
                 adversarial[flip] = adversarial[flip][:, :, ::-1]
                 targets = np.where(flip[:, None], train.flipped_targets[train.source[batch]], targets)
+            if input_noise:
+                # Seeded by the step (a stream of its own), so a resumed run draws the same noise.
+                draw = np.random.default_rng([seed, step, 1]).normal(0.0, input_noise, adversarial.shape)
+                adversarial = np.clip(adversarial + draw.astype(np.float32), 0.0, 255.0)
             recent.append(training.step(session, targets, adversarial))
             step += 1
             bar.update(1)

@@ -111,6 +111,37 @@ class RandomResizePad:
 
 
 @dataclass(frozen=True)
+class GaussianNoise:
+    """Additive Gaussian noise of standard deviation ``sigma`` (pixels), clipped to 0..255: ``copies``
+    independent draws per image, copy-major. In front of a denoiser trained on eps-sized noise it
+    drowns the structure a transfer attack relies on, which the denoiser then removes with the noise
+    (randomised smoothing's noise, Cohen, Rosenfeld & Kolter 2019, arXiv 1902.02918, without its certificate).
+    """
+
+    sigma: float = 8.0
+    copies: int = 2
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.copies < 1:
+            raise ValueError(f"copies must be at least 1, got {self.copies}")
+        if not 0 < self.sigma <= 255:
+            raise ValueError(f"noise sigma must be in (0, 255], got {self.sigma:g}")
+
+    @property
+    def name(self) -> str:
+        return f"noise({self.sigma:g},x{self.copies})"
+
+    def __call__(self, pixels: "tf.Tensor") -> "tf.Tensor":
+        from ..models.tf_compat import tf, tf1
+
+        with tf1.name_scope("gaussian_noise"):
+            images = tf.tile(pixels, [self.copies, 1, 1, 1])
+            noise = tf1.random.normal(tf.shape(images), stddev=self.sigma, seed=self.seed)
+            return tf.clip_by_value(images + noise, 0.0, 255.0)
+
+
+@dataclass(frozen=True)
 class JpegCompression:
     """JPEG re-encoding at ``quality`` (1..100), image by image inside the graph.
 
