@@ -239,7 +239,7 @@ def test_the_packaged_denoiser_loads_and_keeps_clean_photos_correct() -> None:
     import skimage.data
 
     recipe = parse_recipe("denoiser")
-    assert recipe.transform is not None and recipe.transform.path == PACKAGED_DENOISER
+    assert recipe.transform is not None and recipe.transform.paths == [PACKAGED_DENOISER]
     photos = np.stack([skimage.data.chelsea()[:299, 76:375], skimage.data.coffee()[:299, 150:449]])
     with Classifier.create("efficientnet_lite1") as classifier:
         denoised = classifier.logits_function(recipe.transform)(photos)[0]

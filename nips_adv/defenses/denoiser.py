@@ -244,15 +244,7 @@ class DenoiserTransform:
         if not self.paths:
             raise ValueError("a denoiser transform needs at least one weights file")
         self.scope = scope
-        self._all_weights = [read_denoiser_weights(path) for path in self.paths]
-
-    @property
-    def path(self) -> Path:
-        return self.paths[0]
-
-    @property
-    def _weights(self) -> dict[str, np.ndarray]:
-        return self._all_weights[0]
+        self._weights = [read_denoiser_weights(path) for path in self.paths]
 
     @property
     def copies(self) -> int:
@@ -265,10 +257,10 @@ class DenoiserTransform:
     def __call__(self, pixels: "tf.Tensor") -> "tf.Tensor":
         from ..models.tf_compat import tf
 
-        if len(self._all_weights) == 1:
-            return build_denoiser(pixels, self.scope, weights=self._all_weights[0])
+        if len(self._weights) == 1:
+            return build_denoiser(pixels, self.scope, weights=self._weights[0])
         views = [build_denoiser(pixels, f"{self.scope}_{index}", weights=weights)
-                 for index, weights in enumerate(self._all_weights)]
+                 for index, weights in enumerate(self._weights)]
         return tf.concat(views, axis=0)
 
 
