@@ -118,7 +118,7 @@ def train_denoiser_command(
             initial = architecture_of(read_denoiser_weights(initial_weights))
         except DenoiserWeightsError as error:
             fail(program, str(error))
-        if architecture is not None and not set(initial.parameter_shapes) <= set(ARCHITECTURES[architecture].parameter_shapes):
+        if architecture is not None and not initial.grows_into(ARCHITECTURES[architecture]):
             fail(program, f"{initial_weights}: weights of architecture {initial.tag!r} do not fit --architecture {architecture}")
     work_dir = work_dir or output.with_name(output.name + ".work")
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,10 @@ class DenoiserArchitecture:
             **{f"{name}/bias": (outputs,) for name, inputs, outputs in self.layers},
         }
 
+    def grows_into(self, other: "DenoiserArchitecture") -> bool:
+        """Whether weights of this architecture fill a part of ``other`` (itself, or three levels into four)."""
+        return set(self.parameter_shapes) <= set(other.parameter_shapes)
+
 
 _UNET3_LAYERS: tuple[tuple[str, int, int], ...] = (
     ("encoder1/conv1", 3, 16),
@@ -223,7 +227,7 @@ def load_denoiser_weights(session: "tf.compat.v1.Session", path: Path, scope: st
     """
     weights = read_denoiser_weights(path)
     variables = denoiser_variables(scope)
-    if not set(weights) <= set(variables):
+    if not architecture_of(weights).grows_into(architecture_of(variables)):
         raise DenoiserWeightsError(
             f"{path}: weights of architecture {architecture_of(weights).tag!r} do not fit "
             f"the denoiser under {scope!r} ({architecture_of(variables).tag!r})"
@@ -257,8 +261,6 @@ class DenoiserTransform:
     def __call__(self, pixels: "tf.Tensor") -> "tf.Tensor":
         from ..models.tf_compat import tf
 
-        if len(self._weights) == 1:
-            return build_denoiser(pixels, self.scope, weights=self._weights[0])
         views = [build_denoiser(pixels, f"{self.scope}_{index}", weights=weights)
                  for index, weights in enumerate(self._weights)]
         return tf.concat(views, axis=0)
