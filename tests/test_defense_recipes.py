@@ -250,6 +250,26 @@ def test_the_packaged_denoiser_loads_and_keeps_clean_photos_correct() -> None:
     np.testing.assert_array_equal(labels, np.argmax(plain, axis=1) + 1)
 
 
+def test_the_default_recipe_keeps_clean_photos_correct_through_its_five_views() -> None:
+    """denoiser+crops: the packaged denoiser, then the image and its four corner crops; Lite1 behind it
+    still sees scikit-image's cat and espresso, and the defended model averages all five views."""
+    import skimage.data
+
+    from nips_adv.defenses.recipes import DEFAULT_RECIPE
+
+    recipe = parse_recipe(DEFAULT_RECIPE)
+    assert recipe.transform is not None and recipe.transform.copies == 5 and not recipe.random
+    photos = np.stack([skimage.data.chelsea()[:299, 76:375], skimage.data.coffee()[:299, 150:449]])
+    with Classifier.create("efficientnet_lite1") as classifier:
+        defended = DefendedClassifier(classifier, recipe)
+        labels = defended.predict(photos)
+        per_view = np.asarray(classifier.logits_function(recipe.transform)(photos), np.float64)
+    assert labels[0] in {282, 283, 284, 285, 286} and labels[1] == 968
+    probabilities = np.exp(per_view - per_view.max(axis=2, keepdims=True))
+    probabilities /= probabilities.sum(axis=2, keepdims=True)
+    np.testing.assert_array_equal(labels, np.argmax(probabilities.mean(axis=0), axis=1) + 1)
+
+
 def test_the_time_budget_lowers_the_random_passes_after_the_first_batch(tmp_path: Path) -> None:
     """Each image-pass costs 1 s on a fake clock; 10 images, 4 passes configured, 30 s in all."""
     from attack_fakes import FakeClock, write_inputs
@@ -485,3 +505,93 @@ def test_input_noise_reaches_every_training_input_and_replays_under_the_seed(toy
     assert losses[1] > 0.01 and losses[2] == pytest.approx(losses[1], rel=1e-6)
     with pytest.raises(ValueError, match="input noise"):
         train_denoiser(None, data, None, tmp_path / "x.npz", work_dir=tmp_path, steps=1, input_noise=-1.0)
+
+
+def test_view_parameters_replay_under_the_seed_and_stay_inside_the_image() -> None:
+    from nips_adv.defenses.training import ViewJitter, view_parameters
+
+    jitter = ViewJitter(min_area=0.5, max_aspect=4 / 3, max_gain=0.15)
+    drawn = view_parameters(400, [3, 1], jitter, side=299)
+    np.testing.assert_array_equal(drawn, view_parameters(400, [3, 1], jitter, side=299))
+    assert not np.array_equal(drawn, view_parameters(400, [3, 2], jitter, side=299))
+    left, top, right, bottom, mirror, brightness, contrast = drawn.T
+    assert np.all(left >= 0) and np.all(top >= 0) and np.all(right <= 299) and np.all(bottom <= 299)
+    area = (right - left) * (bottom - top) / 299**2
+    assert area.min() > 0.45 and area.max() <= 1.0 and area.min() < 0.6  # the range is used, up to rounding
+    aspect = (right - left) / (bottom - top)
+    assert 0.7 < aspect.min() < 0.8 and 1.25 < aspect.max() < 1.4
+    assert set(np.unique(mirror)) == {0.0, 1.0}
+    for gain in (brightness, contrast):
+        assert 0.85 <= gain.min() < 0.87 and 1.13 < gain.max() <= 1.15
+
+
+def test_a_view_is_a_pil_crop_resized_back_and_mirrored_then_gained_about_its_mean() -> None:
+    from PIL import Image, ImageOps
+
+    from nips_adv.defenses.training import apply_view
+
+    image = np.random.default_rng(4).integers(0, 256, size=(40, 40, 3)).astype(np.uint8)
+    reference = ImageOps.mirror(Image.fromarray(image).crop((5, 7, 35, 31)).resize((40, 40), Image.BICUBIC))
+    np.testing.assert_array_equal(apply_view(image, np.array([5, 7, 35, 31, 1, 1.0, 1.0])), np.asarray(reference))
+    unmirrored = np.asarray(Image.fromarray(image).crop((5, 7, 35, 31)).resize((40, 40), Image.BICUBIC), dtype=float)
+    gained = apply_view(image, np.array([5, 7, 35, 31, 0, 1.1, 0.8]))
+    expected = np.clip(np.round((unmirrored - unmirrored.mean()) * 0.8 + unmirrored.mean() * 1.1), 0, 255)
+    np.testing.assert_array_equal(gained, expected.astype(np.uint8))
+    flat = np.full((10, 10, 3), 100, np.uint8)
+    assert np.all(apply_view(flat, np.array([0, 0, 10, 10, 0, 1.1, 0.5])) == 110)
+
+
+def test_random_views_without_jitter_are_the_images_or_their_mirrors() -> None:
+    from nips_adv.defenses.training import ViewJitter, random_views, view_parameters
+
+    images = np.random.default_rng(9).integers(0, 256, size=(6, 12, 12, 3)).astype(np.uint8)
+    still = ViewJitter(min_area=1.0, max_aspect=1.0, max_gain=0.0)
+    views = random_views(images, 5, still)
+    mirrored = view_parameters(6, 5, still, side=12)[:, 4].astype(bool)
+    assert 0 < mirrored.sum() < 6
+    np.testing.assert_array_equal(views[~mirrored], images[~mirrored])
+    np.testing.assert_array_equal(views[mirrored], images[mirrored][:, :, ::-1])
+    moved = random_views(images, 5)
+    assert moved.shape == images.shape and moved.dtype == np.uint8 and not np.array_equal(moved, views)
+    np.testing.assert_array_equal(moved, random_views(images, 5))
+
+
+def test_view_rounds_join_the_clean_images_with_their_own_attacks_and_targets(
+    input_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--view-rounds 2: each round's views (random_views under [seed, round]) follow the photos as clean
+    images of their own; every adversarial image points at the clean image it was crafted from, and every
+    clean image has its own target (and mirrored target). Attacks, logits and training are stood in for."""
+    import contextlib
+
+    import nips_adv.defenses.training as training
+    from nips_adv.cli.train_denoiser import train_denoiser_command
+    from nips_adv.models.classifier import Classifier as RealClassifier
+
+    def craft(clean, *, surrogates, **_):  # an identifiable "attack": the photographic negative
+        return np.concatenate([255 - clean] * len(surrogates)), np.tile(np.arange(len(clean)), len(surrogates))
+
+    def logits(classifier, clean, cache, batch_size=16):  # identifiable "logits": each image's pixel sums
+        return clean.reshape(len(clean), -1)[:, :1000].astype(np.float32).cumsum(axis=1)
+
+    captured = {}
+    monkeypatch.setattr(training, "craft_adversarial", craft)
+    monkeypatch.setattr(training, "clean_logits", logits)
+    monkeypatch.setattr(training, "train_denoiser", lambda classifier, train, validation, output, **_: captured.update(train=train) or {})
+    monkeypatch.setattr(RealClassifier, "create", classmethod(lambda cls, *args, **kwargs: contextlib.nullcontext(object())))
+    result = CliRunner().invoke(train_denoiser_command, [
+        str(tmp_path / "w.npz"), "--images", str(input_dir), "--train-count", "2", "--no-skimage", "--view-rounds", "2",
+        "--surrogates", "efficientnet_lite1,efficientnet_lite2", "--clean-repeats", "2", "--seed", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    train = captured["train"]
+    photos = training.load_images(training.split_dev_images(input_dir, 2)[0])
+    expected_clean = np.concatenate([photos, training.random_views(photos, [3, 0]), training.random_views(photos, [3, 1])])
+    np.testing.assert_array_equal(train.clean, expected_clean)
+    # 3 rounds (1 drawn + 2 of views) x 2 surrogates x 2 images attacked, then the 6 clean images twice.
+    assert len(train.adversarial) == 3 * 2 * 2 + 6 * 2
+    crafted = slice(0, 12)
+    np.testing.assert_array_equal(train.adversarial[crafted], 255 - expected_clean[train.source[crafted]])
+    assert sorted(train.source[crafted]) == sorted([0, 1] * 2 + [2, 3] * 2 + [4, 5] * 2)
+    np.testing.assert_array_equal(train.adversarial[12:], expected_clean[train.source[12:]])
+    np.testing.assert_array_equal(train.targets, logits(None, expected_clean, None))
+    np.testing.assert_array_equal(train.flipped_targets, logits(None, expected_clean[:, :, ::-1], None))

@@ -11,6 +11,7 @@ from nips_adv.defenses.eot import expectation_over_transformation
 from nips_adv.defenses.transforms import (
     BitDepthReduction,
     Compose,
+    CornerCrops,
     DefenseTransform,
     GaussianNoise,
     HorizontalFlip,
@@ -74,6 +75,7 @@ def test_every_transform_follows_the_interface():
         TotalVariationSmoothing(),
         HorizontalFlip(),
         GaussianNoise(),
+        CornerCrops(),
         Compose([HorizontalFlip(), RandomResizePad(copies=2)]),
     ):
         assert isinstance(transform, DefenseTransform)
@@ -275,3 +277,47 @@ def test_gaussian_noise_has_the_asked_spread_is_clipped_and_replays_under_a_seed
     assert ends.min() >= 0.0 and ends.max() <= 255.0 and (ends[0] == 0).mean() > 0.4 and (ends[1] == 255).mean() > 0.4
     with pytest.raises(ValueError, match="sigma"):
         GaussianNoise(sigma=0.0)
+
+
+def _bilinear_crop_reference(image: np.ndarray, box: list[float]) -> np.ndarray:
+    """numpy: the box (fractions, corners aligned) sampled bilinearly onto the image's own grid."""
+    height, width = image.shape[:2]
+    top, left, bottom, right = box
+    rows = top * (height - 1) + np.arange(height) * (bottom - top) * (height - 1) / (height - 1)
+    columns = left * (width - 1) + np.arange(width) * (right - left) * (width - 1) / (width - 1)
+    row0, column0 = np.floor(rows).astype(int), np.floor(columns).astype(int)
+    row1, column1 = np.minimum(row0 + 1, height - 1), np.minimum(column0 + 1, width - 1)
+    dy, dx = (rows - row0)[:, None, None], (columns - column0)[None, :, None]
+    upper = image[row0][:, column0] * (1 - dx) + image[row0][:, column1] * dx
+    lower = image[row1][:, column0] * (1 - dx) + image[row1][:, column1] * dx
+    return upper * (1 - dy) + lower * dy
+
+
+@pytest.mark.parametrize("fraction", [0.95, 0.8, 0.5])
+def test_corner_crops_are_the_whole_image_then_four_bilinear_corner_crops(noisy_pixels, fraction):
+    crops = CornerCrops(fraction)
+    (views,) = run_transform(crops, noisy_pixels)
+    batch = len(noisy_pixels)
+    assert views.shape == (5 * batch, *noisy_pixels.shape[1:])
+    np.testing.assert_allclose(views[:batch], noisy_pixels, atol=1e-3)  # the whole image, unchanged
+    for copy, box in enumerate(crops.boxes()):
+        for row in range(batch):
+            expected = _bilinear_crop_reference(noisy_pixels[row].astype(np.float64), box)
+            np.testing.assert_allclose(views[copy * batch + row], expected, atol=1e-2, err_msg=f"copy {copy}")
+    # Each corner view keeps its own corner pixel of the image.
+    for copy, (row, column) in enumerate([(0, 0), (0, -1), (-1, 0), (-1, -1)], start=1):
+        np.testing.assert_allclose(views[copy * batch, row, column], noisy_pixels[0, row, column], atol=1e-3)
+
+
+def test_corner_crops_reject_a_fraction_outside_zero_to_one():
+    for fraction in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="crop fraction"):
+            CornerCrops(fraction)
+
+
+def test_corner_crops_pass_a_gradient_to_every_pixel_they_sample(noisy_pixels):
+    """An adaptive attack differentiates through the crops: a weighted sum's gradient is finite and
+    reaches the whole image (the first view is the image itself)."""
+    weights = np.random.default_rng(3).normal(size=(5 * len(noisy_pixels), *noisy_pixels.shape[1:])).astype(np.float32)
+    gradient = weighted_sum_gradient(CornerCrops(0.9), noisy_pixels, weights)
+    assert gradient is not None and np.all(np.isfinite(gradient)) and np.all(gradient != 0)

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from nips_adv.cli.submission import package_command, validate_command
+from nips_adv.defenses.recipes import DEFAULT_RECIPE
 from nips_adv.models import CheckpointError
 from nips_adv.submission.archives import ArchiveError, extracted_archive, find_submission_root
 from nips_adv.submission.metadata import SubmissionError, read_metadata
@@ -83,7 +84,7 @@ def test_archive_contents(tmp_path: Path, fake_checkpoint: Path, submission_type
         shard = "my_model.ckpt.data-00000-of-00002"
         assert (root / shard).read_bytes() == (fake_checkpoint.parent / shard).read_bytes()
         model_env = (root / "model.env").read_text()
-        pinned = " --recipe denoiser --seed 0" if submission_type == "defense" else ""  # the defense records its recipe
+        pinned = f" --recipe {DEFAULT_RECIPE} --seed 0" if submission_type == "defense" else ""  # the defense records its recipe
         assert f"MODEL=inception_v3\nCHECKPOINT=my_model.ckpt\nTOOL_OPTIONS=(--method 'it'\"'\"'s fine'{pinned})\n" in model_env
     if name.endswith(".tar"):
         with tarfile.open(packaged.archive) as bundle:
@@ -111,7 +112,7 @@ def test_entry_point_calls_the_tool_like_the_organisers(tmp_path: Path, fake_che
             assert done.stdout.splitlines() == [
                 TOOLS[submission_type], *arguments, "--model", "inception_v3", "--checkpoint", f"{folder}/my_model.ckpt",
                 "--quiet", "--iterations", "2 3",
-                *(["--recipe", "denoiser", "--seed", "0"] if submission_type == "defense" else []),
+                *(["--recipe", DEFAULT_RECIPE, "--seed", "0"] if submission_type == "defense" else []),
             ]  # fmt: skip
             wrong = subprocess.run([f"./{entry_point}"], cwd=folder, env=environment, capture_output=True, text=True)
             assert wrong.returncode == 2 and "usage:" in wrong.stderr
@@ -270,7 +271,6 @@ def test_packaged_efficientnet_lite_ensemble_needs_no_checkpoint_and_validates(t
 
 
 def test_defense_archives_record_the_recipe_and_seed_they_run() -> None:
-    from nips_adv.defenses.recipes import DEFAULT_RECIPE
     from nips_adv.submission.package import pinned_defense_options
 
     assert pinned_defense_options([]) == ["--recipe", DEFAULT_RECIPE, "--seed", "0"]

@@ -28,9 +28,9 @@ from .common import (
     default=None,
     metavar="STEP[:ARG]+...",
     help="Transforms in front of the classifier, applied left to right: resize-pad[:VIEWS], noise[:SIGMA], "
-    "jpeg[:QUALITY], bits[:BITS], median[:SIZE], tv[:WEIGHT], flip, denoiser[:WEIGHTS.npz[:MORE.npz...]] "
-    "(several: one view each, averaged), or plain "
-    "[default: denoiser, the strongest measured that keeps clean accuracy; see README].",
+    "jpeg[:QUALITY], bits[:BITS], median[:SIZE], tv[:WEIGHT], flip, crops[:FRACTION] (the image and its four "
+    "corner crops, resized back), denoiser[:WEIGHTS.npz[:MORE.npz...]] (several: one view each, averaged), or plain "
+    "[default: denoiser+crops, the strongest measured that keeps clean accuracy; see README].",
 )
 @click.option(
     "--passes",

@@ -42,6 +42,10 @@ def _list(text: str) -> list[str]:
 @click.option("--extra-round", "extra_rounds", multiple=True, metavar="METHOD[:FIELD=VALUE,...]",
               help="One more round, every image attacked with this method (its eps drawn from --eps), e.g. "
               "bsr:copies=5; repeatable. Earlier rounds' cached images are kept.")
+@click.option("--view-rounds", type=click.IntRange(min=0), default=0, show_default=True,
+              help="More rounds, each on a new random view of every training image (a crop of 50-100%% of it "
+              "rescaled, mirrored or not, brightness and contrast within 15%%), attacked like --rounds: the views "
+              "join the clean images with their own target logits, so the denoiser sees more photos than it has.")
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Mirror a random half of each batch (targets: the mirrored clean images' logits).")
 @click.option("--input-noise", type=click.FloatRange(min=0, max=255), default=0.0, show_default=True,
@@ -72,7 +76,7 @@ def _list(text: str) -> list[str]:
 @click.option("--verbose", "-v", is_flag=True)
 def train_denoiser_command(
     output: Path, images: Path, train_count: int, with_skimage: bool, model_name: str, surrogates: str, methods: str,
-    epsilons: str, rounds: int, extra_rounds: tuple[str, ...], flip: bool, input_noise: float, initial_weights: Path | None, architecture: str | None, clean_repeats: int, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, keep: str, work_dir: Path | None,
+    epsilons: str, rounds: int, extra_rounds: tuple[str, ...], view_rounds: int, flip: bool, input_noise: float, initial_weights: Path | None, architecture: str | None, clean_repeats: int, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, keep: str, work_dir: Path | None,
     seed: int, quiet: bool, verbose: bool,
 ) -> None:
     """Train the denoiser (Liao et al. 2018, logit-guided) on adversarial images crafted here, write OUTPUT.npz.
@@ -89,6 +93,7 @@ def train_denoiser_command(
         clean_logits,
         craft_adversarial,
         load_images,
+        random_views,
         split_dev_images,
         train_denoiser,
     )
@@ -137,6 +142,18 @@ def train_denoiser_command(
             )
             for round_index, chosen in enumerate(round_methods)
         ]
+        # View rounds: new photos as far as the denoiser can tell, each its own clean image (and target).
+        views = [random_views(train_clean, [seed, view]) for view in range(view_rounds)]
+        crafted += [
+            (adversarial, source + (view + 1) * len(train_clean))
+            for view, (adversarial, source) in enumerate(
+                craft_adversarial(
+                    pixels, surrogates=surrogate_list, methods=method_list, epsilons=eps_list,
+                    seed=seed + 1000 * view + 500, cache=work_dir / f"train-view{view}-seed{seed}.npz", progress=not quiet,
+                )
+                for view, pixels in enumerate(views)
+            )
+        ]
         train_adversarial = np.concatenate([images for images, _ in crafted])
         train_source = np.concatenate([source for _, source in crafted])
         validation_set = None
@@ -146,15 +163,19 @@ def train_denoiser_command(
                 seed=seed + 1, cache=work_dir / "validation.npz", progress=not quiet,
             )
         if with_clean:
-            train_adversarial, train_source = _with_clean(train_clean, train_adversarial, train_source, clean_repeats)
+            train_adversarial, train_source = _with_clean(
+                np.concatenate([train_clean, *views]), train_adversarial, train_source, clean_repeats
+            )
             if validation_clean is not None:
                 validation_adversarial, validation_source = _with_clean(validation_clean, validation_adversarial, validation_source)
         with Classifier.create(model_name, seed=seed) as classifier:
-            train_targets = clean_logits(classifier, train_clean, work_dir / "train-logits.npz")
-            flipped_targets = (
-                clean_logits(classifier, np.ascontiguousarray(train_clean[:, :, ::-1]), work_dir / "train-logits-flipped.npz")
-                if flip else None
-            )
+            parts = [("train", train_clean)] + [(f"train-view{view}-seed{seed}", pixels) for view, pixels in enumerate(views)]
+            train_targets = np.concatenate([clean_logits(classifier, pixels, work_dir / f"{name}-logits.npz") for name, pixels in parts])
+            flipped_targets = np.concatenate([
+                clean_logits(classifier, np.ascontiguousarray(pixels[:, :, ::-1]), work_dir / f"{name}-logits-flipped.npz")
+                for name, pixels in parts
+            ]) if flip else None
+            train_clean = np.concatenate([train_clean, *views])
             if validation_clean is not None:
                 validation_targets = clean_logits(classifier, validation_clean, work_dir / "validation-logits.npz")
                 validation_set = TrainingSet(validation_clean, validation_adversarial, validation_source, validation_targets)

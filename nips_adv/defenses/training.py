@@ -81,6 +81,52 @@ def load_images(paths: Sequence[Path], *, with_skimage: bool = False) -> np.ndar
     return np.stack(images)
 
 
+@dataclass(frozen=True)
+class ViewJitter:
+    """How far ``random_views`` moves a photo: crops keep ``min_area``-1 of it at aspect ratios within
+    ``max_aspect`` (and its inverse); brightness and contrast gains are drawn within 1 +- ``max_gain``."""
+
+    min_area: float = 0.5
+    max_aspect: float = 4 / 3
+    max_gain: float = 0.15
+
+
+def view_parameters(count: int, seed: int | Sequence[int], jitter: ViewJitter = ViewJitter(), side: int = IMAGE_SIDE) -> np.ndarray:
+    """``(count, 7)`` float: for each view the crop box (left, top, right, bottom, pixels), a mirror flag,
+    and the brightness and contrast gains, drawn under ``seed``."""
+    rng = np.random.default_rng(seed)
+    area = rng.uniform(jitter.min_area, 1.0, count) * side * side
+    aspect = np.exp(rng.uniform(-np.log(jitter.max_aspect), np.log(jitter.max_aspect), count))
+    width = np.clip(np.round(np.sqrt(area * aspect)), 1, side)
+    height = np.clip(np.round(np.sqrt(area / aspect)), 1, side)
+    left = np.floor(rng.random(count) * (side - width + 1))
+    top = np.floor(rng.random(count) * (side - height + 1))
+    mirror = rng.random(count) < 0.5
+    brightness, contrast = (rng.uniform(1 - jitter.max_gain, 1 + jitter.max_gain, count) for _ in range(2))
+    return np.stack([left, top, left + width, top + height, mirror, brightness, contrast], axis=1)
+
+
+def apply_view(image: np.ndarray, parameters: np.ndarray) -> np.ndarray:
+    """One view of ``image`` (uint8 ``(H, W, 3)``): crop, bicubic resize back to its size, mirror, then
+    contrast about its mean and brightness, rounded and clipped to uint8."""
+    from PIL import Image
+
+    left, top, right, bottom, mirror, brightness, contrast = (float(value) for value in parameters)
+    crop = Image.fromarray(image).crop((int(left), int(top), int(right), int(bottom)))
+    pixels = np.asarray(crop.resize((image.shape[1], image.shape[0]), Image.BICUBIC), dtype=np.float64)
+    if mirror:
+        pixels = pixels[:, ::-1]
+    pixels = (pixels - pixels.mean()) * contrast + pixels.mean() * brightness
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
+
+def random_views(images: np.ndarray, seed: int | Sequence[int], jitter: ViewJitter = ViewJitter()) -> np.ndarray:
+    """A new view of each image (random crop and rescale, mirror, brightness and contrast), drawn under
+    ``seed``: the training photos seen anew, for rounds that attack these views instead of the photos."""
+    parameters = view_parameters(len(images), seed, jitter, side=images.shape[1])
+    return np.stack([apply_view(image, row) for image, row in zip(images, parameters)])
+
+
 def craft_adversarial(
     clean: np.ndarray,
     *,

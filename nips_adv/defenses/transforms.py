@@ -334,6 +334,44 @@ class HorizontalFlip:
 
 
 @dataclass(frozen=True)
+class CornerCrops:
+    """The image and its four corner crops of ``fraction`` of each side, each resized back to the
+    image's size (bilinear, corners aligned: TF's ``crop_and_resize``): five views, deterministic.
+
+    After a denoiser, the views shift and rescale what is left of a transfer attack's perturbation
+    against the pixel grid it was crafted on (the attack-side idea of SI and DI, turned round).
+    """
+
+    fraction: float = 0.95
+    copies: int = field(default=5, init=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"crop fraction must be in (0, 1], got {self.fraction:g}")
+
+    @property
+    def name(self) -> str:
+        return f"crops({self.fraction:g},x5)"
+
+    def boxes(self) -> list[list[float]]:
+        """The five boxes ``[top, left, bottom, right]`` as fractions: whole, top-left, top-right, bottom-left, bottom-right."""
+        f = self.fraction
+        return [[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, f, f], [0.0, 1 - f, f, 1.0], [1 - f, 0.0, 1.0, f], [1 - f, 1 - f, 1.0, 1.0]]
+
+    def __call__(self, pixels: "tf.Tensor") -> "tf.Tensor":
+        from ..models.tf_compat import tf, tf1
+
+        with tf1.name_scope("corner_crops"):
+            batch = tf.shape(pixels)[0]
+            size = tf.shape(pixels)[1:3]
+            views = [
+                tf.image.crop_and_resize(pixels, tf.tile(tf.constant([box], tf.float32), [batch, 1]), tf.range(batch), size)
+                for box in self.boxes()
+            ]
+            return tf.concat(views, axis=0)
+
+
+@dataclass(frozen=True)
 class Compose:
     """Apply ``transforms`` in order; copies multiply (``C = C_1 * ... * C_n``).
 
