@@ -43,8 +43,8 @@ def _list(text: str) -> list[str]:
               help="One more round, every image attacked with this method (its eps drawn from --eps), e.g. "
               "bsr:copies=5; repeatable. Earlier rounds' cached images are kept.")
 @click.option("--view-rounds", type=click.IntRange(min=0), default=0, show_default=True,
-              help="More rounds, each on a new random view of every training image (a crop of 50-100%% of it "
-              "rescaled, mirrored or not, brightness and contrast within 15%%), attacked like --rounds: the views "
+              help="More rounds, each on a new random view of every training image (a crop of 50-100% of it "
+              "rescaled, mirrored or not, brightness and contrast within 15%), attacked like --rounds: the views "
               "join the clean images with their own target logits, so the denoiser sees more photos than it has.")
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Mirror a random half of each batch (targets: the mirrored clean images' logits).")
