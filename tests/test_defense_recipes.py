@@ -298,6 +298,13 @@ def test_the_time_budget_lowers_the_random_passes_after_the_first_batch(tmp_path
     assert len(_rows(tmp_path / "out.csv")) == 10 and any("random passes" in warning for warning in report.warnings)
 
 
+def _toy_training_images(seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` random SIDE x SIDE clean images and adversarial ones 16 pixels off (clipped), under ``seed``."""
+    rng = np.random.default_rng(seed)
+    clean = rng.integers(0, 256, size=(count, SIDE, SIDE, 3)).astype(np.uint8)
+    return clean, np.clip(clean.astype(int) + rng.choice([-16, 16], size=clean.shape), 0, 255).astype(np.uint8)
+
+
 @pytest.mark.parametrize("flip", [False, True], ids=["plain", "mirrored-batches"])
 def test_denoiser_training_resumes_exactly_from_its_checkpoint(toy_networks, tmp_path: Path, flip: bool) -> None:
     """4 steps in one run equal 2 steps, a new process (a new classifier), then 2 more from the checkpoint
@@ -305,9 +312,7 @@ def test_denoiser_training_resumes_exactly_from_its_checkpoint(toy_networks, tmp
     from nips_adv.defenses.denoiser import read_denoiser_weights
     from nips_adv.defenses.training import TrainingSet, train_denoiser
 
-    rng = np.random.default_rng(5)
-    clean = rng.integers(0, 256, size=(6, SIDE, SIDE, 3)).astype(np.uint8)
-    adversarial = np.clip(clean.astype(int) + rng.choice([-16, 16], size=clean.shape), 0, 255).astype(np.uint8)
+    clean, adversarial = _toy_training_images(seed=5, count=6)
 
     def run(work: Path, steps: int) -> dict:
         with Classifier(toy_networks) as classifier:
@@ -359,9 +364,7 @@ def test_training_can_start_from_given_denoiser_weights(toy_networks, tmp_path: 
     from nips_adv.defenses.denoiser import read_denoiser_weights
     from nips_adv.defenses.training import TrainingSet, train_denoiser
 
-    rng = np.random.default_rng(6)
-    clean = rng.integers(0, 256, size=(4, SIDE, SIDE, 3)).astype(np.uint8)
-    adversarial = np.clip(clean.astype(int) + rng.choice([-16, 16], size=clean.shape), 0, 255).astype(np.uint8)
+    clean, adversarial = _toy_training_images(seed=6, count=4)
     (tmp_path / "first").mkdir()
     (tmp_path / "second").mkdir()
     with Classifier(toy_networks) as classifier:
@@ -408,9 +411,7 @@ def test_keep_last_writes_the_final_checkpoints_weights_even_when_resumed(toy_ne
     from nips_adv.defenses.denoiser import read_denoiser_weights
     from nips_adv.defenses.training import TrainingSet, train_denoiser
 
-    rng = np.random.default_rng(9)
-    clean = rng.integers(0, 256, size=(4, SIDE, SIDE, 3)).astype(np.uint8)
-    adversarial = np.clip(clean.astype(int) + rng.choice([-16, 16], size=clean.shape), 0, 255).astype(np.uint8)
+    clean, adversarial = _toy_training_images(seed=9, count=4)
     def run(output: Path, steps: int, keep: str) -> None:
         with Classifier(toy_networks) as classifier:
             targets = classifier.logits(clean)
@@ -436,9 +437,7 @@ def test_training_grows_three_levels_into_four_and_refuses_a_checkpoint_of_anoth
     from nips_adv.defenses.denoiser import DenoiserWeightsError, read_denoiser_weights
     from nips_adv.defenses.training import TrainingSet, train_denoiser
 
-    rng = np.random.default_rng(12)
-    clean = rng.integers(0, 256, size=(4, SIDE, SIDE, 3)).astype(np.uint8)
-    adversarial = np.clip(clean.astype(int) + rng.choice([-16, 16], size=clean.shape), 0, 255).astype(np.uint8)
+    clean, adversarial = _toy_training_images(seed=12, count=4)
     (tmp_path / "small").mkdir()
     (tmp_path / "grown").mkdir()
     with Classifier(toy_networks) as classifier:
