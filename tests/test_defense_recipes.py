@@ -305,6 +305,27 @@ def _toy_training_images(seed: int, count: int) -> tuple[np.ndarray, np.ndarray]
     return clean, np.clip(clean.astype(int) + rng.choice([-16, 16], size=clean.shape), 0, 255).astype(np.uint8)
 
 
+def _train_then_restart(toy_networks, tmp_path: Path, *, seed: int, **restart) -> tuple:
+    """3 steps of training on toy images in ``tmp_path/first``, then a new run in ``tmp_path/second`` that starts
+    from those weights with a learning rate of 0 (``restart``: more ``train_denoiser`` options); returns the
+    training data and both runs' weights, read back."""
+    from nips_adv.defenses.denoiser import read_denoiser_weights
+    from nips_adv.defenses.training import TrainingSet, train_denoiser
+
+    clean, adversarial = _toy_training_images(seed=seed, count=4)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    with Classifier(toy_networks) as classifier:
+        data = TrainingSet(clean, adversarial, np.arange(4), classifier.logits(clean))
+        train_denoiser(classifier, data, None, first / "w.npz", work_dir=first, steps=3, batch_size=2,
+                       learning_rate=1e-2, seed=0, progress=False)
+    with Classifier(toy_networks) as classifier:
+        train_denoiser(classifier, data, None, second / "w.npz", work_dir=second, steps=1, batch_size=2,
+                       learning_rate=0.0, seed=0, progress=False, initial_weights=first / "w.npz", **restart)
+    return data, read_denoiser_weights(first / "w.npz"), read_denoiser_weights(second / "w.npz")
+
+
 @pytest.mark.parametrize("flip", [False, True], ids=["plain", "mirrored-batches"])
 def test_denoiser_training_resumes_exactly_from_its_checkpoint(toy_networks, tmp_path: Path, flip: bool) -> None:
     """4 steps in one run equal 2 steps, a new process (a new classifier), then 2 more from the checkpoint
@@ -361,20 +382,7 @@ def test_mirrored_batches_pair_each_mirrored_image_with_its_mirrored_target(toy_
 
 def test_training_can_start_from_given_denoiser_weights(toy_networks, tmp_path: Path) -> None:
     """--init: with a learning rate of 0 the weights written are exactly the ones it started from."""
-    from nips_adv.defenses.denoiser import read_denoiser_weights
-    from nips_adv.defenses.training import TrainingSet, train_denoiser
-
-    clean, adversarial = _toy_training_images(seed=6, count=4)
-    (tmp_path / "first").mkdir()
-    (tmp_path / "second").mkdir()
-    with Classifier(toy_networks) as classifier:
-        data = TrainingSet(clean, adversarial, np.arange(4), classifier.logits(clean))
-        train_denoiser(classifier, data, None, tmp_path / "first" / "w.npz", work_dir=tmp_path / "first", steps=3,
-                       batch_size=2, learning_rate=1e-2, seed=0, progress=False)
-    with Classifier(toy_networks) as classifier:
-        train_denoiser(classifier, data, None, tmp_path / "second" / "w.npz", work_dir=tmp_path / "second", steps=1,
-                       batch_size=2, learning_rate=0.0, seed=0, progress=False, initial_weights=tmp_path / "first" / "w.npz")
-    started, kept = read_denoiser_weights(tmp_path / "first" / "w.npz"), read_denoiser_weights(tmp_path / "second" / "w.npz")
+    _, started, kept = _train_then_restart(toy_networks, tmp_path, seed=6)
     assert any(np.any(value != 0) for name, value in started.items() if "bias" in name)  # it did train away from the identity
     for name, value in started.items():
         np.testing.assert_array_equal(kept[name], value, err_msg=name)
@@ -434,32 +442,21 @@ def test_training_grows_three_levels_into_four_and_refuses_a_checkpoint_of_anoth
     """--init three-level weights with --architecture four levels: the same function at first (learning rate 0:
     the shared parameters come back unchanged, the new last layer zero); then resuming that work folder as a
     three-level denoiser is refused in one line naming the checkpoint."""
-    from nips_adv.defenses.denoiser import DenoiserWeightsError, read_denoiser_weights
-    from nips_adv.defenses.training import TrainingSet, train_denoiser
+    from nips_adv.defenses.denoiser import DenoiserWeightsError
+    from nips_adv.defenses.training import train_denoiser
 
-    clean, adversarial = _toy_training_images(seed=12, count=4)
-    (tmp_path / "small").mkdir()
-    (tmp_path / "grown").mkdir()
-    with Classifier(toy_networks) as classifier:
-        data = TrainingSet(clean, adversarial, np.arange(4), classifier.logits(clean))
-        train_denoiser(classifier, data, None, tmp_path / "small" / "w.npz", work_dir=tmp_path / "small", steps=3,
-                       batch_size=2, learning_rate=1e-2, seed=0, progress=False)
-    with Classifier(toy_networks) as classifier:
-        train_denoiser(classifier, data, None, tmp_path / "grown" / "w.npz", work_dir=tmp_path / "grown", steps=1,
-                       batch_size=2, learning_rate=0.0, seed=0, progress=False,
-                       initial_weights=tmp_path / "small" / "w.npz", architecture="hgd-unet4-16-32-64-128")
-    small, grown = read_denoiser_weights(tmp_path / "small" / "w.npz"), read_denoiser_weights(tmp_path / "grown" / "w.npz")
+    data, small, grown = _train_then_restart(toy_networks, tmp_path, seed=12, architecture="hgd-unet4-16-32-64-128")
     assert set(grown) - set(small) == {f"{layer}/{part}" for layer in ("encoder4/conv1", "encoder4/conv2",
                                        "decoder3/conv1", "decoder3/conv2") for part in ("kernel", "bias")}
     for name, value in small.items():
         np.testing.assert_array_equal(grown[name], value, err_msg=name)
     assert not grown["decoder3/conv2/kernel"].any() and grown["decoder3/conv1/kernel"].any()
     with Classifier(toy_networks) as classifier, pytest.raises(DenoiserWeightsError) as raised:
-        train_denoiser(classifier, data, None, tmp_path / "grown" / "again.npz", work_dir=tmp_path / "grown", steps=2,
+        train_denoiser(classifier, data, None, tmp_path / "second" / "again.npz", work_dir=tmp_path / "second", steps=2,
                        batch_size=2, seed=0, progress=False, architecture="hgd-unet3-16-32-64")
     message = str(raised.value)
     assert "checkpoint.npz" in message and "another denoiser" in message and "\n" not in message
-    assert not (tmp_path / "grown" / "again.npz").exists()
+    assert not (tmp_path / "second" / "again.npz").exists()
 
 
 def test_train_denoiser_refuses_to_shrink_init_weights_in_one_line_and_writes_nothing(

@@ -154,6 +154,7 @@ def train_denoiser_command(
                 for view, pixels in enumerate(views)
             )
         ]
+        all_clean = np.concatenate([train_clean, *views])  # the photos, then each round's views
         train_adversarial = np.concatenate([images for images, _ in crafted])
         train_source = np.concatenate([source for _, source in crafted])
         validation_set = None
@@ -163,9 +164,7 @@ def train_denoiser_command(
                 seed=seed + 1, cache=work_dir / "validation.npz", progress=not quiet,
             )
         if with_clean:
-            train_adversarial, train_source = _with_clean(
-                np.concatenate([train_clean, *views]), train_adversarial, train_source, clean_repeats
-            )
+            train_adversarial, train_source = _with_clean(all_clean, train_adversarial, train_source, clean_repeats)
             if validation_clean is not None:
                 validation_adversarial, validation_source = _with_clean(validation_clean, validation_adversarial, validation_source)
         with Classifier.create(model_name, seed=seed) as classifier:
@@ -175,12 +174,11 @@ def train_denoiser_command(
                 clean_logits(classifier, np.ascontiguousarray(pixels[:, :, ::-1]), work_dir / f"{name}-logits-flipped.npz")
                 for name, pixels in parts
             ]) if flip else None
-            train_clean = np.concatenate([train_clean, *views])
             if validation_clean is not None:
                 validation_targets = clean_logits(classifier, validation_clean, work_dir / "validation-logits.npz")
                 validation_set = TrainingSet(validation_clean, validation_adversarial, validation_source, validation_targets)
             figures = train_denoiser(
-                classifier, TrainingSet(train_clean, train_adversarial, train_source, train_targets, flipped_targets),
+                classifier, TrainingSet(all_clean, train_adversarial, train_source, train_targets, flipped_targets),
                 validation_set, output, work_dir=work_dir, steps=steps, batch_size=batch_size,
                 learning_rate=learning_rate, checkpoint_every=checkpoint_every, seed=seed, progress=not quiet,
                 initial_weights=initial_weights, keep=keep, architecture=architecture, input_noise=input_noise,
