@@ -591,3 +591,95 @@ def test_view_rounds_join_the_clean_images_with_their_own_attacks_and_targets(
     np.testing.assert_array_equal(train.adversarial[12:], expected_clean[train.source[12:]])
     np.testing.assert_array_equal(train.targets, logits(None, expected_clean, None))
     np.testing.assert_array_equal(train.flipped_targets, logits(None, expected_clean[:, :, ::-1], None))
+
+
+def test_adaptive_round_needs_the_init_denoiser_in_one_line_and_writes_nothing(input_dir: Path, tmp_path: Path) -> None:
+    from nips_adv.cli.train_denoiser import train_denoiser_command
+
+    output = tmp_path / "w.npz"
+    result = CliRunner().invoke(train_denoiser_command, [str(output), "--images", str(input_dir), "--adaptive-round", "mi-fgsm", "-q"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "--init" in lines[0] and "Traceback" not in result.output
+    assert not output.exists() and not (tmp_path / "w.npz.work").exists()
+
+
+def test_adaptive_rounds_are_crafted_through_the_init_denoiser_after_the_other_rounds(
+    input_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--adaptive-round: one more round per spec, its surrogates behind the --init weights, its seed after
+    the drawn and extra rounds'; the other rounds stay plain. Attacks, logits and training are stood in for."""
+    import contextlib
+
+    import nips_adv.defenses.training as training
+    from nips_adv.cli.train_denoiser import train_denoiser_command
+    from nips_adv.models.classifier import Classifier as RealClassifier
+
+    calls = []
+
+    def craft(clean, *, surrogates, methods, seed, through=None, **_):
+        calls.append((list(methods), seed, through))
+        return np.concatenate([clean] * len(surrogates)), np.tile(np.arange(len(clean)), len(surrogates))
+
+    monkeypatch.setattr(training, "craft_adversarial", craft)
+    monkeypatch.setattr(training, "clean_logits", lambda classifier, clean, cache, batch_size=16: np.zeros((len(clean), 1000), np.float32))
+    monkeypatch.setattr(training, "train_denoiser", lambda *args, **kwargs: {})
+    monkeypatch.setattr(RealClassifier, "create", classmethod(lambda cls, *args, **kwargs: contextlib.nullcontext(object())))
+    weights = _copy_packaged_denoiser(tmp_path / "init.npz")
+    result = CliRunner().invoke(train_denoiser_command, [
+        str(tmp_path / "w.npz"), "--images", str(input_dir), "--train-count", "2", "--no-skimage", "--methods", "mi-fgsm",
+        "--rounds", "2", "--extra-round", "bsr:copies=2", "--adaptive-round", "di-mi-fgsm", "--adaptive-round", "mi-fgsm",
+        "--init", str(weights), "--seed", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    train_calls = [call for call in calls if call[1] != 3 + 1]  # seed + 1: the validation images
+    assert train_calls == [
+        (["mi-fgsm"], 3, None), (["mi-fgsm"], 1003, None), (["bsr:copies=2"], 2003, None),
+        (["di-mi-fgsm"], 3003, weights), (["mi-fgsm"], 4003, weights),
+    ]
+
+
+def test_craft_adversarial_through_a_denoiser_attacks_the_surrogate_behind_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``through``: the attack is handed the surrogate behind those weights (a DefendedClassifier), and
+    the cache is keyed by the weights' digest: other weights, or none, never reuse it."""
+    import contextlib
+
+    import nips_adv.attacks.sign_gradient as sign_gradient
+    from nips_adv.defenses.recipes import DefendedClassifier
+    from nips_adv.defenses.training import craft_adversarial
+
+    surrogate = object()
+    models = []
+
+    def attack(model, clean, eps, **_):
+        models.append(model)
+        return clean
+
+    monkeypatch.setattr(sign_gradient, "sign_gradient_attack", attack)
+    monkeypatch.setattr(Classifier, "create", classmethod(lambda cls, *args, **kwargs: contextlib.nullcontext(surrogate)))
+    clean = np.zeros((3, 8, 8, 3), np.uint8)
+    weights = _copy_packaged_denoiser(tmp_path / "a.npz")
+    arguments = dict(surrogates=["efficientnet_lite1"], methods=["mi-fgsm"], epsilons=[8.0], seed=0, cache=tmp_path / "train.npz", progress=False)
+    craft_adversarial(clean, through=weights, **arguments)
+    assert len(models) == 1 and isinstance(models[0], DefendedClassifier) and models[0].classifier is surrogate
+    assert models[0].recipe.transform.paths == [weights] and not models[0].recipe.random
+    craft_adversarial(clean, through=weights, **arguments)  # cached
+    craft_adversarial(clean, **arguments)  # plain: its own cache
+    assert len(models) == 2 and models[1] is surrogate
+    other = _copy_packaged_denoiser(tmp_path / "b.npz", change=True)
+    craft_adversarial(clean, through=other, **arguments)
+    assert len(models) == 3 and models[2].recipe.transform.paths == [other]
+    assert len(list(tmp_path.glob("train-efficientnet_lite1-*-through-*.npz"))) == 2
+
+
+def _copy_packaged_denoiser(path: Path, *, change: bool = False) -> Path:
+    """The packaged weights file copied to ``path`` (with ``change``: its noise layer's bias nudged)."""
+    if not PACKAGED_DENOISER.is_file():
+        pytest.skip("the packaged denoiser weights are not in this checkout")
+    with np.load(PACKAGED_DENOISER) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    if change:
+        arrays["noise/bias"] = arrays["noise/bias"] + np.float32(0.01)
+    np.savez(path, **arrays)
+    return path

@@ -42,6 +42,9 @@ def _list(text: str) -> list[str]:
 @click.option("--extra-round", "extra_rounds", multiple=True, metavar="METHOD[:FIELD=VALUE,...]",
               help="One more round, every image attacked with this method (its eps drawn from --eps), e.g. "
               "bsr:copies=5; repeatable. Earlier rounds' cached images are kept.")
+@click.option("--adaptive-round", "adaptive_rounds", multiple=True, metavar="METHOD[:FIELD=VALUE,...]",
+              help="One more round attacking each surrogate behind the --init denoiser (white-box through it, "
+              "eps drawn from --eps): the images that denoiser lets through, to train it against; repeatable.")
 @click.option("--view-rounds", type=click.IntRange(min=0), default=0, show_default=True,
               help="More rounds, each on a new random view of every training image (a crop of 50-100% of it "
               "rescaled, mirrored or not, brightness and contrast within 15%), attacked like --rounds: the views "
@@ -76,7 +79,7 @@ def _list(text: str) -> list[str]:
 @click.option("--verbose", "-v", is_flag=True)
 def train_denoiser_command(
     output: Path, images: Path, train_count: int, with_skimage: bool, model_name: str, surrogates: str, methods: str,
-    epsilons: str, rounds: int, extra_rounds: tuple[str, ...], view_rounds: int, flip: bool, input_noise: float, initial_weights: Path | None, architecture: str | None, clean_repeats: int, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, keep: str, work_dir: Path | None,
+    epsilons: str, rounds: int, extra_rounds: tuple[str, ...], adaptive_rounds: tuple[str, ...], view_rounds: int, flip: bool, input_noise: float, initial_weights: Path | None, architecture: str | None, clean_repeats: int, with_clean: bool, steps: int, batch_size: int, learning_rate: float, checkpoint_every: int, keep: str, work_dir: Path | None,
     seed: int, quiet: bool, verbose: bool,
 ) -> None:
     """Train the denoiser (Liao et al. 2018, logit-guided) on adversarial images crafted here, write OUTPUT.npz.
@@ -111,13 +114,15 @@ def train_denoiser_command(
         fail(program, str(error))
     if not method_list:
         fail(program, f"--methods {methods!r}: name at least one attack method")
-    for spec in [*method_list, *extra_rounds]:
+    for spec in [*method_list, *extra_rounds, *adaptive_rounds]:
         try:
             parse_method_spec(spec)
         except ValueError as error:
             fail(program, f"attack method {error}")
     if not eps_list or any(not 0 < value <= 255 for value in eps_list):
         fail(program, f"--eps {epsilons!r}: give epsilons in (0, 255]")
+    if adaptive_rounds and initial_weights is None:
+        fail(program, "--adaptive-round attacks through the --init denoiser: give --init WEIGHTS.npz")
     if initial_weights is not None:
         try:
             initial = architecture_of(read_denoiser_weights(initial_weights))
@@ -141,6 +146,14 @@ def train_denoiser_command(
                 seed=seed + 1000 * round_index, cache=work_dir / "train.npz", progress=not quiet,
             )
             for round_index, chosen in enumerate(round_methods)
+        ]
+        crafted += [
+            craft_adversarial(
+                train_clean, surrogates=surrogate_list, methods=[spec], epsilons=eps_list,
+                seed=seed + 1000 * (len(round_methods) + index), cache=work_dir / "train.npz", progress=not quiet,
+                through=initial_weights,
+            )
+            for index, spec in enumerate(adaptive_rounds)
         ]
         # View rounds: new photos as far as the denoiser can tell, each its own clean image (and target).
         views = [random_views(train_clean, [seed, view]) for view in range(view_rounds)]

@@ -137,25 +137,34 @@ def craft_adversarial(
     cache: Path,
     batch_size: int = 8,
     progress: bool = True,
+    through: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Adversarial images ``(len(surrogates) * N, ...)`` uint8 and their clean indices, cached in ``cache``.
 
     For each surrogate (one classifier at a time), each image gets a (method, eps) drawn under
     ``seed``, a method being a ``method[:field=value,...]`` spec such as ``bsr:copies=5``; images
     sharing one are attacked together. A surrogate's images are saved as soon as they are done
-    (``cache``-``name``.npz), so an interrupted run resumes where it stopped.
+    (``cache``-``name``.npz), so an interrupted run resumes where it stopped. ``through``: denoiser
+    weights put in front of each surrogate, attacked with it (an adaptive round); the cache name
+    then holds the weights' digest, so other weights never reuse it.
     """
     from tqdm import tqdm
 
     from ..attacks.sign_gradient import method_spec_config, sign_gradient_attack
     from ..models.classifier import Classifier
+    from .denoiser import DenoiserTransform
+    from .recipes import DefendedClassifier, Recipe
 
+    denoiser = DenoiserTransform(through) if through is not None else None
+    tag = _draw_tag(methods, epsilons, seed)
+    if through is not None:
+        tag += "-through-" + hashlib.sha256(Path(through).read_bytes()).hexdigest()[:10]
     rng = np.random.default_rng(seed)
     outputs, sources = [], []
     for surrogate in surrogates:
         method_index = rng.integers(len(methods), size=len(clean))
         eps_index = rng.integers(len(epsilons), size=len(clean))
-        part = cache.with_name(f"{cache.stem}-{surrogate}-{_draw_tag(methods, epsilons, seed)}.npz")
+        part = cache.with_name(f"{cache.stem}-{surrogate}-{tag}.npz")
         if part.is_file():
             with np.load(part) as stored:
                 if stored["adversarial"].shape == clean.shape:
@@ -163,9 +172,11 @@ def craft_adversarial(
                     sources.append(np.arange(len(clean)))
                     continue
         adversarial = np.empty_like(clean)
-        with Classifier.create(surrogate, seed=seed) as model, tqdm(
-            total=len(clean), desc=f"attacks on {surrogate}", unit="img", file=sys.stderr, disable=not progress
+        with Classifier.create(surrogate, seed=seed) as classifier, tqdm(
+            total=len(clean), desc=f"attacks on {'denoiser+' if denoiser else ''}{surrogate}", unit="img",
+            file=sys.stderr, disable=not progress,
         ) as bar:
+            model = classifier if denoiser is None else DefendedClassifier(classifier, Recipe("denoiser", denoiser, False))
             for chosen_method in range(len(methods)):
                 for chosen_eps in range(len(epsilons)):
                     indices = np.flatnonzero((method_index == chosen_method) & (eps_index == chosen_eps))
