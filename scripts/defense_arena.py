@@ -17,7 +17,7 @@ Figures are split into the denoiser's training images (dev images sorted by name
 ``--train-count``) and its validation images (the rest), so a recipe with the denoiser is not
 judged on images it was trained on.
 
-    .venv/bin/python scripts/defense_arena.py --recipes plain,resize-pad,denoiser+resize-pad \\
+    .venv/bin/python scripts/defense_arena.py --recipe plain --recipe denoiser+crops --recipe default \\
         --transfer MI-FGSM=/tmp/adv/lite0_mi --transfer DI-MI-FGSM=/tmp/adv/lite0_di --adaptive-limit 50
 
 Uses only nips_adv's public API: Classifier, parse_recipe, DefendedClassifier, sign_gradient_attack.
@@ -60,7 +60,8 @@ def main() -> int:
     parser.add_argument("--images", type=Path, default=SHARED_DATA / "dev_images")
     parser.add_argument("--dataset", type=Path, default=SHARED_DATA / "dev_dataset.csv")
     parser.add_argument("--model", default="efficientnet_lite1,efficientnet_lite2")
-    parser.add_argument("--recipes", default="plain,resize-pad")
+    parser.add_argument("--recipe", action="append", dest="recipes", metavar="RECIPE",
+                        help="A recipe to measure, repeatable (default: plain and the default recipe); 'default': nips-defense's.")
     parser.add_argument("--passes", type=int, default=4, help="Random passes averaged when classifying.")
     parser.add_argument("--transfer", action="append", default=[], metavar="NAME=FOLDER")
     parser.add_argument("--train-count", type=int, default=150)
@@ -75,7 +76,7 @@ def main() -> int:
 
     from nips_adv.attacks.sign_gradient import method_config, sign_gradient_attack
     from nips_adv.contract.csv_files import read_dataset_csv
-    from nips_adv.defenses.recipes import DefendedClassifier, parse_recipe
+    from nips_adv.defenses.recipes import DEFAULT_RECIPE, DefendedClassifier, parse_recipe
     from nips_adv.models.classifier import Classifier
 
     frame = read_dataset_csv(args.dataset)
@@ -93,8 +94,8 @@ def main() -> int:
     print(f"defense {args.model}; {len(names)} images ({split['train'].sum()} train, {split['validation'].sum()} validation); "
           f"classify passes {args.passes}; adaptive: MI-FGSM eps {args.eps:g}, {args.iterations} iterations, EOT {args.eot}")
     classifier = Classifier.create(args.model, seed=args.seed)
-    for recipe_text in args.recipes.split(","):
-        recipe = parse_recipe(recipe_text, seed=args.seed)
+    for recipe_text in args.recipes or ["plain", "default"]:
+        recipe = parse_recipe(DEFAULT_RECIPE if recipe_text == "default" else recipe_text, seed=args.seed)
         model = DefendedClassifier(classifier, recipe, passes=args.passes, gradient_passes=args.eot)
         rows: dict[str, np.ndarray] = {}
         started = time.monotonic()

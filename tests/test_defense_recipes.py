@@ -90,6 +90,96 @@ def test_bad_recipes_raise_one_line_naming_the_step(text: str) -> None:
     assert "\n" not in message and text.split("+")[-1].split(":")[0] in message
 
 
+def test_routed_recipes_parse_into_branches_split_by_increasing_levels() -> None:
+    routed = parse_recipe("plain, from:3 ,flip,from:8,noise:12+flip", seed=1)
+    assert routed.transform is None and not routed.plain and routed.random
+    assert routed.levels == (3.0, 8.0) and [branch.text for branch in routed.branches] == ["plain", "flip", "noise:12+flip"]
+    assert routed.branches[0].plain and not routed.branches[1].random
+    np.testing.assert_array_equal(routed.branch_of(np.array([0.0, 2.9, 3.0, 7.5, 8.0, 40.0])), [0, 0, 1, 1, 2, 2])
+    assert parse_recipe("plain").plain and not parse_recipe("flip").plain
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("plain,from:3", "must end with a recipe"),
+        ("plain,from:8,flip,from:3,jpeg", "levels must increase"),
+        ("plain,3,flip", "'3'"),
+        ("plain,from:loud,flip", "'from:loud'"),
+        ("plain,from:-1,flip", "'from:-1'"),
+        ("plain,,flip", "position 2"),
+        ("plain,from:3,from:4,flip", "position 3"),
+        ("plain,from:3,blur", "'blur'"),
+    ],
+)
+def test_bad_routed_recipes_raise_one_line_naming_the_part(text: str, named: str) -> None:
+    with pytest.raises(RecipeError) as caught:
+        parse_recipe(text)
+    message = str(caught.value)
+    assert "\n" not in message and named in message
+
+
+def test_the_colour_noise_level_is_the_low_percentile_of_the_filtered_colour_differences() -> None:
+    from scipy.ndimage import correlate
+
+    from nips_adv.defenses.noise_level import colour_noise_level
+
+    images = np.random.default_rng(5).integers(0, 256, size=(3, 12, 10, 3)).astype(np.uint8)
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
+    expected = []
+    for image in images.astype(np.float64):
+        filtered = [np.abs(correlate(image[..., channel] - image[..., 1], kernel)[1:-1, 1:-1]) for channel in (0, 2)]
+        expected.append(np.percentile(filtered[0] + filtered[1], 10))
+    np.testing.assert_allclose(colour_noise_level(images), expected)
+    with pytest.raises(ValueError, match="shape"):
+        colour_noise_level(images[..., :2])
+
+
+def test_noise_in_each_channel_raises_the_level_and_grey_noise_does_not() -> None:
+    """A smooth photograph reads low; +-4 drawn per channel (an eps-4 sign attack's texture) reads high;
+    the same +-16 added to all three channels leaves the colour differences, and the level, as they were."""
+    import skimage.data
+
+    from nips_adv.defenses.noise_level import colour_noise_level
+
+    photo = skimage.data.chelsea()[:299, 76:375].astype(np.int64)
+    rng = np.random.default_rng(0)
+    coloured = np.clip(photo + 4 * rng.choice([-1, 1], size=photo.shape), 0, 255)
+    inside = np.clip(photo, 16, 239)
+    grey = inside + 16 * rng.choice([-1, 1], size=photo.shape[:2])[..., None]
+    low, noisy, same, greyed = colour_noise_level(np.stack([photo, coloured, inside, grey]))
+    assert low < 3 <= 8 <= noisy and greyed == same
+
+
+def test_a_routed_recipe_classifies_and_differentiates_each_image_through_its_branch(toy_networks) -> None:
+    """Flat images (level 0) go to the plain branch, noisy ones to flip: the routed logits and gradients are
+    those branches' own, row by row, and the logits are log-probabilities whichever branch answered."""
+    from nips_adv.defenses.noise_level import colour_noise_level
+    from nips_adv.models.tf_compat import tf
+
+    rng = np.random.default_rng(2)
+    flat = np.broadcast_to(rng.integers(0, 256, size=(2, 1, 1, 3)), (2, SIDE, SIDE, 3))
+    noisy = rng.integers(0, 256, size=(2, SIDE, SIDE, 3))
+    mixed = np.stack([noisy[0], flat[0], noisy[1], flat[1]]).astype(np.uint8)
+    assert list(colour_noise_level(mixed) >= 3) == [True, False, True, False]
+    labels = np.array([3, 4, 5, 6])
+
+    def loss(logits, labels, weights):
+        return tf.reduce_sum(logits[:, 5])
+
+    with Classifier(toy_networks) as classifier:
+        routed = DefendedClassifier(classifier, parse_recipe("plain,from:3,flip"))
+        flipped = DefendedClassifier(classifier, parse_recipe("flip"))
+        logits = routed.logits(mixed)
+        np.testing.assert_allclose(np.exp(logits).sum(axis=1), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(logits[[1, 3]], np.log(_softmax(classifier.logits(mixed[[1, 3]]))), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(logits[[0, 2]], flipped.logits(mixed[[0, 2]]), rtol=1e-5, atol=1e-5)
+        gradient = routed.gradient_function(loss)(mixed, labels)
+        np.testing.assert_allclose(gradient[[1, 3]], classifier.gradient_function(loss)(mixed[[1, 3]], labels[[1, 3]]), rtol=1e-5)
+        np.testing.assert_allclose(gradient[[0, 2]], flipped.gradient_function(loss)(mixed[[0, 2]], labels[[0, 2]]), rtol=1e-5)
+        assert not np.allclose(gradient[[0, 2]], classifier.gradient_function(loss)(mixed[[0, 2]], labels[[0, 2]]))
+
+
 def test_the_defended_logits_are_the_log_mean_probability_of_the_views(toy_networks, pixels) -> None:
     """flip: two views, the image and its mirror; the defense averages their probabilities."""
     with Classifier(toy_networks) as classifier:
@@ -194,6 +284,8 @@ def _write_other_architecture(path: Path) -> Path:
         (["--recipe", "denoiser:{truncated}"], "truncated.npz"),
         (["--recipe", "denoiser:{other}"], "other.npz"),
         (["--plain", "--recipe", "jpeg"], "--plain"),
+        (["--recipe", "plain,from:3,blur"], "blur"),
+        (["--recipe", "plain,from:8,denoiser,from:3,flip"], "levels must increase"),
     ],
 )
 def test_bad_recipes_and_weights_exit_2_with_one_line_and_write_nothing(
@@ -220,15 +312,16 @@ def test_a_bad_denoiser_file_raises_its_own_error(tmp_path: Path) -> None:
         parse_recipe(f"denoiser:{PACKAGED_DENOISER}:{tmp_path / 'missing.npz'}")
 
 
+@pytest.mark.parametrize("recipe", ["bits:5+resize-pad:2", "plain,from:3,bits:5+resize-pad:2"])
 def test_a_recipe_runs_through_the_tool_and_verbose_names_it_and_its_seed(
-    inception_v3_checkpoint: Path, input_dir: Path, tmp_path: Path
+    recipe: str, inception_v3_checkpoint: Path, input_dir: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "out.csv"
-    arguments = [str(input_dir), str(output), "--recipe", "bits:5+resize-pad:2", "--passes", "1", "--seed", "3", "-v",
+    arguments = [str(input_dir), str(output), "--recipe", recipe, "--passes", "1", "--seed", "3", "-v",
                  "--model", "inception_v3", "--checkpoint", str(inception_v3_checkpoint)]
     result = CliRunner().invoke(defense_command, arguments)
     assert result.exit_code == 0, result.output
-    assert "recipe bits:5+resize-pad:2, seed 3" in result.output
+    assert f"recipe {recipe}, seed 3" in result.output
     rows = _rows(output)
     assert sorted(rows) == sorted(path.name for path in input_dir.glob("*.png"))
     assert all(1 <= label <= 1000 for label in rows.values())
@@ -250,24 +343,29 @@ def test_the_packaged_denoiser_loads_and_keeps_clean_photos_correct() -> None:
     np.testing.assert_array_equal(labels, np.argmax(plain, axis=1) + 1)
 
 
-def test_the_default_recipe_keeps_clean_photos_correct_through_its_five_views() -> None:
-    """denoiser+crops: the packaged denoiser, then the image and its four corner crops; Lite1 behind it
-    still sees scikit-image's cat and espresso, and the defended model averages all five views."""
+def test_the_default_recipe_routes_photos_by_their_noise_and_keeps_them_correct() -> None:
+    """The default: photographs showing no colour noise are classified as they are (Lite1's own argmax),
+    and the same photographs under +-16 drawn per channel go to the noise, denoiser and crops branch,
+    which still sees scikit-image's cat and espresso."""
     import skimage.data
 
+    from nips_adv.defenses.noise_level import colour_noise_level
     from nips_adv.defenses.recipes import DEFAULT_RECIPE
 
-    recipe = parse_recipe(DEFAULT_RECIPE)
-    assert recipe.transform is not None and recipe.transform.copies == 5 and not recipe.random
+    recipe = parse_recipe(DEFAULT_RECIPE, seed=0)
+    assert [branch.text for branch in recipe.branches] == ["plain", "denoiser+crops", "noise:12+denoiser+crops"]
+    assert recipe.branches[1].transform is not None and recipe.branches[1].transform.copies == 5
+    assert recipe.branches[2].transform is not None and recipe.branches[2].transform.copies == 10 and recipe.random
     photos = np.stack([skimage.data.chelsea()[:299, 76:375], skimage.data.coffee()[:299, 150:449]])
-    with Classifier.create("efficientnet_lite1") as classifier:
-        defended = DefendedClassifier(classifier, recipe)
-        labels = defended.predict(photos)
-        per_view = np.asarray(classifier.logits_function(recipe.transform)(photos), np.float64)
-    assert labels[0] in {282, 283, 284, 285, 286} and labels[1] == 968
-    probabilities = np.exp(per_view - per_view.max(axis=2, keepdims=True))
-    probabilities /= probabilities.sum(axis=2, keepdims=True)
-    np.testing.assert_array_equal(labels, np.argmax(probabilities.mean(axis=0), axis=1) + 1)
+    noisy = np.clip(photos + 16 * np.random.default_rng(1).choice([-1, 1], size=photos.shape), 0, 255).astype(np.uint8)
+    assert list(recipe.branch_of(colour_noise_level(photos[:1]))) == [0]
+    assert list(recipe.branch_of(colour_noise_level(noisy))) == [2, 2]
+    with Classifier.create("efficientnet_lite1", seed=0) as classifier:
+        defended = DefendedClassifier(classifier, recipe, passes=2)
+        np.testing.assert_array_equal(defended.predict(photos[:1]), classifier.predict(photos[:1]))
+        labels = defended.predict(np.concatenate([photos, noisy]))
+    domestic_cats, espresso = {282, 283, 284, 285, 286}, 968
+    assert labels[0] in domestic_cats and labels[2] in domestic_cats and labels[1] == espresso and labels[3] == espresso
 
 
 def test_the_time_budget_lowers_the_random_passes_after_the_first_batch(tmp_path: Path) -> None:

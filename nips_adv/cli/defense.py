@@ -29,8 +29,11 @@ from .common import (
     metavar="STEP[:ARG]+...",
     help="Transforms in front of the classifier, applied left to right: resize-pad[:VIEWS], noise[:SIGMA], "
     "jpeg[:QUALITY], bits[:BITS], median[:SIZE], tv[:WEIGHT], flip, crops[:FRACTION] (the image and its four "
-    "corner crops, resized back), denoiser[:WEIGHTS.npz[:MORE.npz...]] (several: one view each, averaged), or plain "
-    "[default: denoiser+crops, the strongest measured that keeps clean accuracy; see README].",
+    "corner crops, resized back), denoiser[:WEIGHTS.npz[:MORE.npz...]] (several: one view each, averaged), or plain; "
+    "or recipes routed by each image's colour-noise level, RECIPE,from:LEVEL,RECIPE,... "
+    "[default: plain,from:3,denoiser+crops,from:8,noise:12+denoiser+crops: images showing no noise as they are, "
+    "the others through the packaged denoiser and five crops, noise in front when they show an eps-16 attack's; "
+    "the strongest measured that keeps clean accuracy, see README].",
 )
 @click.option(
     "--passes",
@@ -100,7 +103,7 @@ def defense_command(
             budget_seconds = auto_budget_seconds(len(list_png_files(input_dir)))
         budget = TimeBudget(deadline=started + budget_seconds) if budget_seconds else None
         with Classifier.create(members, precision=precision, seed=seed) as classifier:
-            model = classifier if chosen.transform is None else DefendedClassifier(classifier, chosen, passes=passes or DEFAULT_PASSES)
+            model = classifier if chosen.plain else DefendedClassifier(classifier, chosen, passes=passes or DEFAULT_PASSES)
             report = classify_directory(
                 input_dir, output_file, model=model, batch_size=batch_size, progress=not quiet, time_budget=budget
             )

