@@ -133,6 +133,8 @@ def test_the_colour_noise_level_is_the_low_percentile_of_the_filtered_colour_dif
     np.testing.assert_allclose(colour_noise_level(images), expected)
     with pytest.raises(ValueError, match="shape"):
         colour_noise_level(images[..., :2])
+    tiny = np.stack([np.full((1, 2, 3), 40), np.array([[[0, 0, 0], [255, 0, 0]]])]).astype(np.uint8)
+    assert colour_noise_level(tiny).shape == (2,)  # a 1 x 2 image is measured on its edge-extended self
 
 
 def test_noise_in_each_channel_raises_the_level_and_grey_noise_does_not() -> None:

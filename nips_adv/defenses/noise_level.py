@@ -19,10 +19,16 @@ PERCENTILE = 10.0
 
 
 def colour_noise_level(pixels: np.ndarray) -> np.ndarray:
-    """``(B,)`` float64: the colour-noise level of each image in ``pixels`` ``(B, H, W, 3)`` 0..255, H, W >= 3."""
+    """``(B,)`` float64: the colour-noise level of each image in ``pixels`` ``(B, H, W, 3)`` 0..255.
+
+    Images narrower than the kernel are first extended by repeating their edge pixels.
+    """
     images = np.asarray(pixels, dtype=np.float64)
-    if images.ndim != 4 or images.shape[-1] != 3 or min(images.shape[1:3]) < 3:
-        raise ValueError(f"expected pixels of shape (B, H, W, 3) with H, W >= 3, got {images.shape}")
+    if images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape[:3]:
+        raise ValueError(f"expected pixels of shape (B, H, W, 3), got {images.shape}")
+    short = [max(0, 3 - side) for side in images.shape[1:3]]
+    if any(short):
+        images = np.pad(images, [(0, 0), (0, short[0]), (0, short[1]), (0, 0)], mode="edge")
     green = images[..., 1]
     total = _filtered_magnitude(images[..., 0] - green) + _filtered_magnitude(images[..., 2] - green)
     return np.percentile(total.reshape(len(images), -1), PERCENTILE, axis=1)
