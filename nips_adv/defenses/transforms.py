@@ -372,6 +372,32 @@ class CornerCrops:
 
 
 @dataclass(frozen=True)
+class WithOriginal:
+    """``inner``'s copies, then the input itself as one more copy (copy-major, the original last).
+
+    Lets one graph run see a defense's views and the undefended image together, for a defense that
+    weighs the one against the other (the ``versus-plain`` recipe step). Where ``inner`` changes the
+    size (resize-pad's larger canvas), the original is resized to it (bilinear; the identity otherwise).
+    """
+
+    inner: DefenseTransform
+
+    @property
+    def copies(self) -> int:
+        return int(self.inner.copies) + 1
+
+    @property
+    def name(self) -> str:
+        return f"{self.inner.name}+original"
+
+    def __call__(self, pixels: "tf.Tensor") -> "tf.Tensor":
+        from ..models.tf_compat import tf
+
+        views = self.inner(pixels)
+        return tf.concat([views, tf.image.resize(pixels, tf.shape(views)[1:3])], axis=0)
+
+
+@dataclass(frozen=True)
 class Compose:
     """Apply ``transforms`` in order; copies multiply (``C = C_1 * ... * C_n``).
 
