@@ -1,10 +1,11 @@
-# The two set-up commands of the README: `make demo` (the main job, offline) and `make test`.
+# The two set-up commands of the README: `make demo` (the main job, offline) and `make test` (the fast tier).
+# `make test-all` runs every tier, the containers tier included (CI runs it); `make images` builds the images.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test test-all images bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +21,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check nips_adv tests scripts
 	$(BIN)/mypy nips_adv
+	$(BIN)/python -m pytest -q -m "not containers"
+
+test-all: $(STAMP)
+	$(BIN)/ruff check nips_adv tests scripts
+	$(BIN)/mypy nips_adv
 	$(BIN)/python -m pytest -q
+
+images:
+	scripts/build_images.sh
 
 bench: $(STAMP)
 	$(BIN)/nips-adv bench

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the nips_adv Docker images (CPU and GPU) and the three competition archives in one go.
+# Build the nips_adv Docker images (CPU and GPU, with scripts/build_images.sh: offline too) and the three
+# competition archives in one go.
 #
 #   scripts/build_submissions.sh --checkpoint PREFIX [--model NAME] [--out DIR] [--format zip|tar|tar.gz]
 #       [--image NAME] [--gpu-image NAME] [--attack-options 'OPTS'] [--targeted-options 'OPTS']
@@ -25,9 +26,8 @@ DEFENSE_OPTIONS=""
 BUILD_DOCKER=1
 BUILD_GPU=1
 VALIDATE=0
-MAX_IMAGE_BYTES=$((8 * 1024 * 1024 * 1024))
 
-usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 need_value() { if [ "$#" -lt 2 ]; then echo "build_submissions.sh: $1 needs a value" >&2; exit 2; fi; }
 
 while [ "$#" -gt 0 ]; do
@@ -53,27 +53,14 @@ if [ -z "$GPU_IMAGE" ]; then
     case "${IMAGE##*/}" in *:*) GPU_IMAGE="${IMAGE}-gpu" ;; *) GPU_IMAGE="${IMAGE}:latest-gpu" ;; esac
 fi
 
-check_image_size() {
-    local size
-    size="$(docker image inspect --format '{{.Size}}' "$1")"
-    echo "image $1: $((size / 1024 / 1024)) MiB (limit 8192 MiB)"
-    if [ "$size" -gt "$MAX_IMAGE_BYTES" ]; then
-        echo "build_submissions.sh: image $1 is over the competition's 8 GiB limit" >&2
-        exit 1
-    fi
-}
-
 if [ "$BUILD_DOCKER" -eq 1 ]; then
     if ! docker info > /dev/null 2>&1; then
         echo "build_submissions.sh: no Docker engine answers; use --no-docker to build only the archives" >&2
         exit 2
     fi
-    DOCKER_BUILDKIT=1 docker build -t "$IMAGE" "$ROOT"
-    check_image_size "$IMAGE"
-    if [ "$BUILD_GPU" -eq 1 ]; then
-        DOCKER_BUILDKIT=1 docker build --build-arg TF_VARIANT=-gpu -t "$GPU_IMAGE" "$ROOT"
-        check_image_size "$GPU_IMAGE"
-    fi
+    GPU_FLAG=()
+    if [ "$BUILD_GPU" -eq 0 ]; then GPU_FLAG=(--no-gpu); fi
+    "$ROOT/scripts/build_images.sh" --image "$IMAGE" --gpu-image "$GPU_IMAGE" "${GPU_FLAG[@]}"
 fi
 
 mkdir -p "$OUT"

@@ -8,7 +8,7 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import pytest
 
@@ -17,6 +17,7 @@ from nips_adv.submission.runner import (
     Runner,
     RunnerError,
     docker_command,
+    engine_cpu_count,
     run_attack_submission,
     run_defense_submission,
 )
@@ -249,7 +250,7 @@ def test_docker_command_line_is_the_organisers(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A ``docker`` on PATH that logs its arguments.
 
     ``create`` exits $FAKE_DOCKER_STATUS and copies the folder mounted at /code to fake_bin/code_seen
@@ -268,7 +269,9 @@ def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return log
+    engine_cpu_count.cache_clear()  # the fake engine reports no CPU count: the final round's 3.75 stands
+    yield log
+    engine_cpu_count.cache_clear()
 
 
 def test_docker_defense_run_and_kill_past_limit(
@@ -289,9 +292,13 @@ def test_docker_defense_run_and_kill_past_limit(
         runner=Runner("docker", gpu=True),
     )
     assert result.timed_out and result.seconds < 10
-    create_call, start_call, kill_call, remove_call = fake_docker.read_text().splitlines()
+    image_call, create_call, start_call, *remove_calls = [
+        line for line in fake_docker.read_text().splitlines() if not line.startswith("info ")
+    ]
+    assert image_call == "image inspect img:gpu"  # a missing image is named before any container is made
     name = result.command[result.command.index("--name") + 1]
-    assert (start_call, kill_call, remove_call) == (f"start --attach {name}", f"kill {name}", f"rm -f {name}")
+    # The keeper removes the container at the limit; the runner makes sure afterwards.
+    assert start_call == f"start --attach {name}" and remove_calls == [f"rm -f {name}"] * 2
     assert create_call.startswith("create --runtime=nvidia ") and "--network=none -m=24g --cpus=3.75" in create_call
     assert create_call.endswith("-w /code img:gpu ./run_defense.sh /input_images /output_data/result.csv")
     assert f"-v {tmp_path}/out:/output_data" in create_call
@@ -334,3 +341,26 @@ def test_offline_local_run_has_no_network(tmp_path: Path) -> None:
     assert result.ok and result.command[:2] == ["unshare", "--net"]
     interfaces = [line.split(":")[0].strip() for line in result.stdout_path.read_text().splitlines()[2:]]
     assert interfaces == ["lo"]
+
+
+@pytest.mark.parametrize("engine_cpus, expected, capped", [("2", 2.0, True), ("16", 3.75, False), ("", 3.75, False)])
+def test_docker_cpus_is_the_final_rounds_share_capped_at_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine_cpus: str, expected: float, capped: bool
+) -> None:
+    """An engine refuses --cpus above its CPU count: 3.75 on a 2-CPU host would fail every run."""
+    from nips_adv.submission import runner as runner_module
+
+    docker = tmp_path / "docker"
+    answer = f"echo {engine_cpus}; exit 0" if engine_cpus else "exit 1"  # "": the engine does not answer
+    docker.write_text(f'#!/bin/sh\nif [ "$1" = info ]; then {answer}; fi\nexit 1\n')
+    docker.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    runner_module.engine_cpu_count.cache_clear()
+    try:
+        assert runner_module.docker_cpus() == expected
+        note = runner_module.docker_cpus_note()
+        assert (note == "--cpus=2, not the final round's 3.75: the Docker engine has 2 CPUs") if capped else note is None
+        command = docker_command(tmp_path, METADATA, [], [], container_name="c3", gpu=False, cpus=runner_module.docker_cpus())
+        assert f"--cpus={expected:g}" in command
+    finally:
+        runner_module.engine_cpu_count.cache_clear()

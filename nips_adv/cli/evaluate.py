@@ -80,7 +80,7 @@ def _organisers_option(name: str, dest: str | None = None, **settings: Any) -> C
 @click.option("--save-all-classification/--nosave-all-classification", "--save_all_classification/--nosave_all_classification", default=False, help="Also write all_classification.csv.")
 @rules_option("final")
 @click.option("--runner", type=click.Choice(["local", "docker"]), default="local", show_default=True, help="local: run entry points directly; docker: the organisers' docker run.")
-@click.option("--gpu/--nogpu", default=False, help="docker: use container_gpu with the NVIDIA runtime.")
+@click.option("--gpu/--nogpu", default=False, help="docker: use container_gpu, run with --runtime=nvidia as the final round did.")
 @click.option("--offline", is_flag=True, help="local: cut the network of each run (unshare), as --network=none does.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=BATCH_TIME_LIMIT_S, show_default=True, help="Seconds per piece (a batch of 100 images); the run is then killed.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Pieces run at once [default: number of cores].")
@@ -128,10 +128,16 @@ def evaluate_command(
     from ..evaluation.plan import RunSettings
     from ..evaluation.report import REPORT_FILE
     from ..evaluation.run import EvaluationError, Execution, evaluate
-    from ..submission.runner import network_isolation_available
+    from ..submission.runner import docker_available, docker_cpus_note, network_isolation_available
 
-    if runner == "docker" and shutil.which("docker") is None:
-        fail("nips-adv evaluate", "--runner docker: docker not found on PATH")
+    if runner == "docker":
+        if shutil.which("docker") is None:
+            fail("nips-adv evaluate", "--runner docker: docker not found on PATH")
+        if not docker_available():
+            fail("nips-adv evaluate", "--runner docker: no Docker engine answers (`docker info` failed); start dockerd")
+        cpus_note = docker_cpus_note()
+        if cpus_note is not None:
+            click.echo(f"nips-adv evaluate: note: {cpus_note}", err=True)
     if offline and runner == "local" and not network_isolation_available():
         fail("nips-adv evaluate", "--offline needs 'unshare --net --map-root-user' (user namespaces) on this machine")
     settings = RunSettings(runner_kind=runner, gpu=gpu, offline=offline, time_limit=time_limit)

@@ -159,7 +159,7 @@ def package_command(
 @click.option("--min-accuracy", type=float, default=None, metavar="X",
               help="Defenses: INVALID when the defense's accuracy is below X (unclassified images count as wrong).")
 @click.option("--docker", is_flag=True, help="Run in the metadata's image with the organisers' docker command (needs an engine).")
-@click.option("--gpu", is_flag=True, help="With --docker: the container_gpu image and --gpus all.")
+@click.option("--gpu", is_flag=True, help="With --docker: the container_gpu image, run with --runtime=nvidia as the final round did.")
 @click.option(
     "--network",
     is_flag=True,

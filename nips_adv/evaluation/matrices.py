@@ -264,7 +264,8 @@ def write_score_files(output_dir: Path, scores: Scores, *, save_all_classificati
         with _csv_file(output_dir / ALL_CLASSIFICATION_FILE) as stream:
             writer = csv.writer(stream)
             writer.writerow(ALL_CLASSIFICATION_COLUMNS)
-            for row in scores.classifications:
+            # Sorted (attack, targeted, defense, image): the file is the same however the pieces' runs interleaved.
+            for row in sorted(scores.classifications, key=lambda row: row[:4]):
                 writer.writerow(["" if value is None else value for value in row])
         written.append(output_dir / ALL_CLASSIFICATION_FILE)
     return written

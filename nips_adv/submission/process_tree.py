@@ -1,13 +1,18 @@
-"""Keeper of one run's process tree: ``python process_tree.py GRACE_S ERROR_FD COMMAND...`` (Linux).
+"""Keeper of one run's process tree (Linux):
+``python process_tree.py GRACE_S ERROR_FD WATCH_FD TIME_LIMIT_S CONTAINER COMMAND...``.
 
-The runner starts every local entry point through this small process, run as a script (stdlib
-only, no package import, so it starts in tens of milliseconds). It:
+The runner starts every entry point through this small process, run as a script (stdlib only,
+no package import, so it starts in tens of milliseconds): a local entry point as COMMAND, a
+Docker run as ``docker start --attach CONTAINER``. It:
 
 1. makes itself a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``), so every process the entry
    point starts stays its descendant, even one that calls ``setsid`` or forks twice to detach;
 2. runs COMMAND and waits for it;
-3. when COMMAND exits, or when the runner sends SIGTERM (the time limit), signals every
-   descendant (SIGTERM, then SIGKILL after GRACE_S) and reaps them, until none is left;
+3. when COMMAND exits, when the runner sends SIGTERM (the time limit), when TIME_LIMIT_S has
+   passed (0: none) or when the runner is gone (the pipe WATCH_FD reads end-of-file: the runner,
+   which holds its only write end, exited or was SIGKILLed), removes CONTAINER (``docker rm -f``;
+   ``-`` for none), signals every descendant (SIGTERM, then SIGKILL after GRACE_S) and reaps
+   them, until none is left;
 4. exits with COMMAND's status, or by COMMAND's signal when it was killed.
 
 When COMMAND cannot be started (no ``#!`` line...), the reason goes to the pipe ERROR_FD.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -150,11 +156,28 @@ def end_all(grace_s: float, tag: str | None) -> None:
     _reap()
 
 
+def runner_gone(watch_fd: int) -> bool:
+    """Whether the pipe's write end is closed everywhere: the runner that held it has ended."""
+    if watch_fd < 0:
+        return False
+    readable, _, _ = select.select([watch_fd], [], [], 0)
+    return bool(readable) and os.read(watch_fd, 1) == b""
+
+
+def remove_container(name: str) -> None:
+    """``docker rm -f NAME``: the container stops at once and nothing of it is left."""
+    try:
+        subprocess.run(["docker", "rm", "-f", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 4:
-        print("usage: process_tree.py GRACE_S ERROR_FD COMMAND...", file=sys.stderr)
+    if len(argv) < 7:
+        print("usage: process_tree.py GRACE_S ERROR_FD WATCH_FD TIME_LIMIT_S CONTAINER COMMAND...", file=sys.stderr)
         return 2
-    grace_s, error_fd = float(argv[1]), int(argv[2])
+    grace_s, error_fd, watch_fd, time_limit_s = float(argv[1]), int(argv[2]), int(argv[3]), float(argv[4])
+    container = None if argv[5] == "-" else argv[5]
     tag = os.environ.get(TAG_VARIABLE)
     make_subreaper()
     stopping = False
@@ -164,19 +187,26 @@ def main(argv: list[str]) -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, on_term)
+    started = time.monotonic()
     try:
-        child = subprocess.Popen(argv[3:])
+        child = subprocess.Popen(argv[6:])
     except OSError as error:
         os.write(error_fd, str(error).encode("utf-8", errors="replace")[:4000])
+        if container is not None:
+            remove_container(container)
         return 127
     os.close(error_fd)
-    # Poll rather than block, so SIGTERM (the time limit) is acted on at once.
+    # Poll rather than block, so SIGTERM (the time limit) and the runner's end are acted on at once.
     polls = 0
     while child.poll() is None and not stopping:
         time.sleep(0.05)
         polls += 1
-        if polls % 20 == 0:
+        if runner_gone(watch_fd) or (time_limit_s > 0 and time.monotonic() - started > time_limit_s):
+            stopping = True
+        elif polls % 20 == 0:
             _reap_orphans(keep=child.pid)
+    if container is not None:
+        remove_container(container)
     end_all(grace_s, tag)
     returncode = child.wait()
     if stopping:

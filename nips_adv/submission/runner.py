@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from ..contract.constants import DOCKER_MEMORY_LIMIT
@@ -30,7 +31,7 @@ PROCESS_TREE_SCRIPT = Path(__file__).with_name("process_tree.py")
 
 RUNNER_KINDS = ("local", "docker")
 CONTAINER_CODE_DIR = "/code"
-DOCKER_CPUS = "3.75"
+DOCKER_CPUS = 3.75
 """The final round's CPU share per container (worker.py); the development validator set none."""
 CONTAINER_INPUT_DIR = "/input_images"
 CONTAINER_OUTPUT_DIR = "/output_images"
@@ -133,6 +134,54 @@ def docker_available() -> bool:
         return False
 
 
+@lru_cache(maxsize=1)
+def engine_cpu_count() -> int | None:
+    """The CPUs the Docker engine reports (``docker info``), None when it does not answer."""
+    try:
+        done = subprocess.run(["docker", "info", "--format", "{{.NCPU}}"], capture_output=True, text=True, timeout=30)
+        return int(done.stdout.strip()) if done.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+
+
+def docker_cpus() -> float:
+    """``--cpus`` for a container: the final round's 3.75, capped at the engine's CPU count.
+
+    The engine refuses a share above its CPU count (``Range of CPUs is from 0.01 to 2.00``).
+    """
+    available = engine_cpu_count()
+    return min(DOCKER_CPUS, float(available)) if available else DOCKER_CPUS
+
+
+def docker_cpus_note() -> str | None:
+    """One line saying that ``--cpus`` is capped on this engine, None when the final round's share fits."""
+    cpus = docker_cpus()
+    if cpus >= DOCKER_CPUS:
+        return None
+    return f"--cpus={cpus:g}, not the final round's {DOCKER_CPUS:g}: the Docker engine has {cpus:g} CPUs"
+
+
+def image_problem(image: str, field_name: str) -> str | None:
+    """None when ``image`` is on this machine or can be pulled; else one line naming it (a submission's fault)."""
+    if _image_present(image):
+        return None
+    try:
+        pulled = subprocess.run(["docker", "pull", image], capture_output=True, text=True, timeout=600, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{field_name} {image}: not on this machine and `docker pull` failed ({error})"
+    if pulled.returncode == 0 and _image_present(image):
+        return None
+    reason = pulled.stderr.strip().splitlines()
+    return f"{field_name} {image}: not on this machine and cannot be pulled ({reason[-1] if reason else 'docker pull failed'})"
+
+
+def _image_present(image: str) -> bool:
+    try:
+        return subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def run_attack_submission(
     submission_dir: Path,
     metadata: SubmissionMetadata,
@@ -204,16 +253,18 @@ def docker_command(
     *,
     container_name: str,
     gpu: bool,
+    cpus: float = DOCKER_CPUS,
 ) -> list[str]:
     """The final round's container, as ``docker create`` (``mounts``: host folder, container folder, read-only).
 
     Its flags are the worker's (eval_infra/code/worker.py): the NVIDIA runtime for
-    ``container_gpu``, ``--network=none -m=24g --cpus=3.75``. ``docker create`` pulls the image
+    ``container_gpu``, ``--network=none -m=24g --cpus=3.75`` (``cpus``: docker_cpus() caps it
+    at the engine's CPU count). ``docker create`` pulls the image
     if needed, so the time limit, counted from ``docker start``, starts with the container, as
     the worker's clock started once ``docker run --detach`` had returned.
     """
     command = ["docker", "create", *(["--runtime=nvidia"] if gpu else []), "--name", container_name]
-    command += ["--network=none", f"-m={DOCKER_MEMORY_LIMIT}", f"--cpus={DOCKER_CPUS}"]
+    command += ["--network=none", f"-m={DOCKER_MEMORY_LIMIT}", f"--cpus={cpus:g}"]
     for host, container, read_only in mounts:
         command += ["-v", f"{Path(host).resolve()}:{container}{':ro' if read_only else ''}"]
     command += ["-v", f"{Path(submission_dir).resolve()}:{CONTAINER_CODE_DIR}", "-w", CONTAINER_CODE_DIR]
@@ -232,37 +283,68 @@ def _run_local(
 ) -> RunResult:
     command = [*(OFFLINE_PREFIX if offline else []), f"./{metadata.entry_point}", *arguments]
     stdout_path, stderr_path = _log_paths(log_dir)
+    return _run_kept(command, submission_dir, local_environment(), stdout_path, stderr_path, time_limit=time_limit)
+
+
+KEEPER_SLACK_S = 2.0
+"""The keeper's own time limit is the run's plus this: it binds only where the runner could not act."""
+
+
+def _run_kept(
+    command: list[str],
+    cwd: Path,
+    environment: dict[str, str],
+    stdout_path: Path,
+    stderr_path: Path,
+    *,
+    time_limit: float,
+    container: str | None = None,
+    report_command: list[str] | None = None,
+) -> RunResult:
+    """Run ``command`` under the keeper (process_tree.py), which ends it and all it started, or ``container``.
+
+    The keeper watches a pipe whose only write end this process holds: if this process dies,
+    even by SIGKILL, the keeper ends the run within a fraction of a second; it also keeps the
+    time limit itself. ``report_command`` is the command line the result reports (default ``command``).
+    """
     tag = uuid.uuid4().hex
-    environment = {**local_environment(), TAG_VARIABLE: tag}
+    environment = {**environment, TAG_VARIABLE: tag}
     error_read, error_write = os.pipe()
-    keeper = [sys.executable, str(PROCESS_TREE_SCRIPT), str(TERMINATE_GRACE_S), str(error_write), *command]
+    watch_read, watch_write = os.pipe()
+    keeper = [
+        sys.executable, str(PROCESS_TREE_SCRIPT), str(TERMINATE_GRACE_S), str(error_write), str(watch_read),
+        f"{time_limit + KEEPER_SLACK_S:.3f}", container or "-", *command,
+    ]  # fmt: skip
+    reported = report_command or command
     started = time.monotonic()
     with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
         try:
             process = subprocess.Popen(
                 keeper,
-                cwd=submission_dir,
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
                 env=environment,
                 start_new_session=True,
-                pass_fds=(error_write,),
+                pass_fds=(error_write, watch_read),
             )
         except OSError as error:
             os.close(error_read)
-            return RunResult(command, None, False, time.monotonic() - started, stdout_path, stderr_path, start_error=str(error))
+            os.close(watch_write)
+            return RunResult(reported, None, False, time.monotonic() - started, stdout_path, stderr_path, start_error=str(error))
         finally:
             os.close(error_write)
+            os.close(watch_read)
         timed_out = False
         try:
             returncode: int | None = process.wait(timeout=time_limit)
         except subprocess.TimeoutExpired:
             timed_out = True
-            # The keeper ends the whole tree: SIGTERM, SIGKILL after the grace period.
+            # The keeper ends the whole tree (and the container): SIGTERM, SIGKILL after the grace period.
             _kill_group(process, signal.SIGTERM)
             try:
-                process.wait(timeout=TERMINATE_GRACE_S + 10)
+                process.wait(timeout=TERMINATE_GRACE_S + 60)
             except subprocess.TimeoutExpired:
                 pass
             returncode = None
@@ -271,12 +353,13 @@ def _run_local(
             # Last resort, should the keeper itself have been killed: its group, then the tag.
             _kill_group(process, signal.SIGKILL)
             process.wait()
+            os.close(watch_write)
             kill_tagged(tag)
     with os.fdopen(error_read, "rb") as errors:
         start_error = errors.read().decode("utf-8", errors="replace")
     if start_error:
-        return RunResult(command, None, False, seconds, stdout_path, stderr_path, start_error=start_error)
-    return RunResult(command, returncode, timed_out, seconds, stdout_path, stderr_path)
+        return RunResult(reported, None, False, seconds, stdout_path, stderr_path, start_error=start_error)
+    return RunResult(reported, returncode, timed_out, seconds, stdout_path, stderr_path)
 
 
 def _kill_group(process: subprocess.Popen, signal_number: int) -> None:
@@ -332,38 +415,31 @@ def _run_docker(
             if read_only:
                 _make_readable_by_container(host)
         container_name = f"nips-adv-{uuid.uuid4().hex[:12]}"
-        command = docker_command(code_copy, metadata, mounts, arguments, container_name=container_name, gpu=gpu)
-        with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
+        image = metadata.container_gpu if gpu else metadata.container
+        problem = image_problem(image, "container_gpu" if gpu else "container")
+        if problem is not None:
+            raise RunnerError(problem)
+        command = docker_command(code_copy, metadata, mounts, arguments, container_name=container_name, gpu=gpu, cpus=docker_cpus())
+        with open(stderr_path, "wb") as stderr:
             try:
                 created = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, check=False)
             except OSError as error:
                 raise RunnerError(f"cannot start docker: {error}") from None
-            if created.returncode != 0:
-                stderr.flush()
-                raise RunnerError(f"docker could not create the container (status {created.returncode}): {_last_line(stderr_path)}")
-            started = time.monotonic()
-            process = subprocess.Popen(
-                ["docker", "start", "--attach", container_name], stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
-            )
-            timed_out = False
-            try:
-                returncode: int | None = process.wait(timeout=time_limit)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                subprocess.run(["docker", "kill", container_name], capture_output=True, timeout=60, check=False)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-                returncode = None
-            seconds = time.monotonic() - started
+        if created.returncode != 0:
+            raise RunnerError(f"docker could not create the container (status {created.returncode}): {_last_line(stderr_path)}")
+        # The clock starts with the container; the keeper removes it however the run ends, this process's death included.
+        run = _run_kept(
+            ["docker", "start", "--attach", container_name], Path(log_dir), dict(os.environ), stdout_path, stderr_path,
+            time_limit=time_limit, container=container_name, report_command=command,
+        )
         subprocess.run(["docker", "rm", "-f", container_name], capture_output=True, timeout=60, check=False)
     finally:
         shutil.rmtree(code_copy, ignore_errors=True)
-    if returncode == DOCKER_ENGINE_FAILED:
+    if run.start_error is not None:
+        raise RunnerError(f"cannot run docker start: {run.start_error}")
+    if run.returncode == DOCKER_ENGINE_FAILED:
         raise RunnerError(f"docker could not start the container (status 125): {_last_line(stderr_path)}")
-    return RunResult(command, returncode, timed_out, seconds, stdout_path, stderr_path)
+    return run
 
 
 DOCKER_ENGINE_FAILED = 125

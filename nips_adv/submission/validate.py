@@ -50,7 +50,16 @@ from ..contract.images import ImageReadError, open_image_guarded, read_png, writ
 from .archives import ArchiveError, extract_archive, find_submission_root
 from .dev_check import DevSet, Figure, Threshold, attack_figures, classify_outputs, defense_figures
 from .metadata import SubmissionError, SubmissionMetadata, read_metadata
-from .runner import Runner, RunnerError, RunResult, docker_available, run_attack_submission, run_defense_submission
+from .runner import (
+    Runner,
+    RunnerError,
+    RunResult,
+    docker_available,
+    docker_cpus_note,
+    image_problem,
+    run_attack_submission,
+    run_defense_submission,
+)
 
 VALID, INVALID, COULD_NOT_RUN = 0, 1, 2
 """Exit statuses of ``nips-adv validate``."""
@@ -259,9 +268,14 @@ def _validate_in(
             raise RunnerError("no Docker engine answers (`docker info` failed); validate without --docker to run it directly")
         progress(f"pulling {metadata.container_gpu} (the organisers pull container_gpu and check its size)")
         problem = docker_image_problem(metadata.container_gpu)
+        if problem is None and image != metadata.container_gpu:
+            problem = image_problem(image, "container")
         if problem is not None:
             report.error(problem)
             return
+        cpus_note = docker_cpus_note()
+        if cpus_note is not None:
+            report.info(cpus_note)
 
     rng = np.random.default_rng(report.seed)
     report.epsilon = int(epsilon) if epsilon is not None else int(rng.choice(COMPETITION_EPSILONS))

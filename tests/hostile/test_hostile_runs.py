@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -71,3 +74,43 @@ def test_a_signal_ending_the_entry_point_is_reported_as_such(tmp_path: Path) -> 
     result = run_attack_submission(submission, METADATA, tmp_path, tmp_path, 4, time_limit=30, log_dir=tmp_path / "logs")
     assert result.returncode == -9 and "killed by signal 9" in result.describe()
     assert time.monotonic() - started < 10
+
+
+RUNNER = """
+import sys
+from pathlib import Path
+from nips_adv.submission.metadata import SubmissionMetadata
+from nips_adv.submission.runner import run_attack_submission
+metadata = SubmissionMetadata(type="attack", container="x", container_gpu="x", entry_point="run_attack.sh")
+folder = Path(sys.argv[1])
+run_attack_submission(folder / "sub", metadata, folder, folder, 4, time_limit=float(sys.argv[2]), log_dir=folder / "logs")
+"""
+
+
+@pytest.mark.parametrize("runner_fate, time_limit", [(signal.SIGKILL, 600.0), (signal.SIGSTOP, 3.0)])
+def test_a_dead_or_frozen_runner_does_not_keep_its_run_alive(tmp_path: Path, runner_fate: int, time_limit: float) -> None:
+    """SIGKILL: the keeper sees the pipe that only the runner held close, and ends the run at once.
+
+    SIGSTOP: the runner cannot act at the time limit; the keeper's own clock ends the run.
+    """
+    submission = tmp_path / "sub"
+    submission.mkdir()
+    (submission / "run_attack.sh").write_text(DAEMONS + "echo $$ > entry.pid\nsleep 1000\n")
+    (submission / "run_attack.sh").chmod(0o755)
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path), str(time_limit)])
+    deadline = time.monotonic() + 60
+    while not (submission / "entry.pid").is_file() or not (submission / "entry.pid").read_text().strip():
+        assert time.monotonic() < deadline and runner.poll() is None, "the entry point never started"
+        time.sleep(0.05)
+    os.kill(runner.pid, runner_fate)
+    try:
+        pids = {name: int((submission / f"{name}.pid").read_text()) for name in ("entry", "setsid", "double_fork", "stubborn")}
+        # The keeper's slack (2 s) past the limit, SIGTERM, then SIGKILL after the 5 s grace for the one that ignores it.
+        gone_by = time.monotonic() + (time_limit if runner_fate == signal.SIGSTOP else 0) + 12
+        while any(_alive(pid) for pid in pids.values()) and time.monotonic() < gone_by:
+            time.sleep(0.1)
+        assert not [name for name, pid in pids.items() if _alive(pid)], "processes outlived their runner"
+        assert not _tagged_processes()
+    finally:
+        runner.kill()
+        runner.wait()

@@ -3,4 +3,4 @@
 #   ./run_attack.sh INPUT_DIR OUTPUT_DIR MAX_EPSILON
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-exec python "$HERE/random_noise.py" "$1" "$2" "$3"
+exec python3 "$HERE/random_noise.py" "$1" "$2" "$3"
