@@ -66,7 +66,7 @@ stand_in_debian() {
     if have_image "$STAND_IN_DEBIAN"; then return; fi
     command -v debootstrap > /dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq debootstrap > /dev/null; } \
         || fail "debootstrap is needed for the stand-in bases: apt-get install debootstrap"
-    local rootfs="$BUILD_LOG.rootfs"
+    local rootfs="$BUILD_LOG.rootfs" started=$SECONDS
     echo "building $STAND_IN_DEBIAN with debootstrap (about a minute)"
     logged "debootstrap could not make the Debian bookworm base" \
         debootstrap --variant=minbase --include=python3,python-is-python3,python3-pip,python3-venv,ca-certificates bookworm "$rootfs"
@@ -79,6 +79,7 @@ stand_in_debian() {
     tar -C "$rootfs" -c . | docker import --change 'CMD ["python3"]' - "$STAND_IN_DEBIAN" > /dev/null \
         || fail "docker import of $STAND_IN_DEBIAN failed"
     rm -rf "$rootfs"
+    echo "built $STAND_IN_DEBIAN in $((SECONDS - started)) s"
 }
 
 # The stand-in for tensorflow/tensorflow:TAG: TensorFlow from PyPI on the Debian stand-in.
@@ -86,12 +87,14 @@ stand_in_tensorflow() {
     local name="$1" package="$2"
     if have_image "$name"; then return; fi
     stand_in_debian
+    local started=$SECONDS
     echo "building $name: $package from PyPI on $STAND_IN_DEBIAN"
     printf 'FROM %s\nRUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir "%s"\n' "$STAND_IN_DEBIAN" "$package" \
         > "$BUILD_LOG.Dockerfile"
     logged "could not build $name (pip install $package)" \
         env DOCKER_BUILDKIT=0 docker build --network host -t "$name" - < "$BUILD_LOG.Dockerfile"
     rm -f "$BUILD_LOG.Dockerfile"
+    echo "built $name in $((SECONDS - started)) s"
 }
 
 # Echo the base to use for OFFICIAL: the official image where it is here or pullable, else the stand-in.

@@ -451,6 +451,33 @@ def test_the_default_recipe_routes_photos_by_their_noise_and_keeps_them_correct(
     assert labels[0] in domestic_cats and labels[2] in domestic_cats and labels[1] == espresso and labels[3] == espresso
 
 
+class _CountingDefense:
+    """Each image-pass costs ``seconds`` on a fake clock; asks ``stop`` before every pass after the first,
+    as DefendedClassifier does; ``classifier`` (the undefended network) costs ``seconds`` per image."""
+
+    def __init__(self, clock, passes: int, seconds: float = 1.0) -> None:
+        self.clock, self.passes, self.seconds, self.used = clock, passes, seconds, []
+        defense = self
+
+        class Undefended:
+            def predict(self, pixels: np.ndarray) -> np.ndarray:
+                defense.clock.now += defense.seconds * len(pixels)
+                defense.used.append("undefended")
+                return np.full(len(pixels), 9)
+
+        self.classifier = Undefended()
+
+    def predict(self, pixels: np.ndarray, passes: int, stop=None) -> np.ndarray:
+        done = 0
+        for done in range(1, passes + 1):
+            if done > 1 and stop is not None and stop():
+                done -= 1
+                break
+            self.clock.now += self.seconds * len(pixels)
+        self.used.append(done)
+        return np.full(len(pixels), 7)
+
+
 def test_the_time_budget_lowers_the_random_passes_after_the_first_batch(tmp_path: Path) -> None:
     """Each image-pass costs 1 s on a fake clock; 10 images, 4 passes configured, 30 s in all."""
     from attack_fakes import FakeClock, write_inputs
@@ -458,25 +485,32 @@ def test_the_time_budget_lowers_the_random_passes_after_the_first_batch(tmp_path
     from nips_adv.attacks.time_budget import TimeBudget
     from nips_adv.defenses.directory import classify_directory
 
-    class CountingDefense:
-        passes = 4
-
-        def __init__(self, clock: FakeClock) -> None:
-            self.clock, self.used = clock, []
-
-        def predict(self, pixels: np.ndarray, passes: int) -> np.ndarray:
-            self.clock.now += passes * len(pixels)
-            self.used.append(passes)
-            return np.full(len(pixels), 7)
-
     write_inputs(tmp_path / "in", 10)
     clock = FakeClock()
-    model = CountingDefense(clock)
+    model = _CountingDefense(clock, passes=4)
     budget = TimeBudget.starting_now(30.0, clock=clock)
     report = classify_directory(tmp_path / "in", tmp_path / "out.csv", model=model, batch_size=2, progress=False, time_budget=budget)
     assert model.used[0] == 4 and all(passes < 4 for passes in model.used[1:])
     assert clock.now - 1000.0 <= 30.0 + 1e-9  # 8 s for the first batch, then 22 s for 8 images: 2 passes each
     assert len(_rows(tmp_path / "out.csv")) == 10 and any("random passes" in warning for warning in report.warnings)
+
+
+def test_the_time_budget_binds_inside_a_batch_and_every_image_gets_a_row(tmp_path: Path) -> None:
+    """100000 passes on one batch stop at the deadline; a batch that starts after it gets the network alone."""
+    from attack_fakes import FakeClock, write_inputs
+
+    from nips_adv.attacks.time_budget import TimeBudget
+    from nips_adv.defenses.directory import classify_directory
+
+    write_inputs(tmp_path / "in", 4)
+    clock = FakeClock()
+    model = _CountingDefense(clock, passes=100_000, seconds=0.5)
+    budget = TimeBudget.starting_now(10.0, clock=clock)
+    report = classify_directory(tmp_path / "in", tmp_path / "out.csv", model=model, batch_size=2, progress=False, time_budget=budget)
+    assert model.used == [10, "undefended"]  # 10 passes of 1 s reach the deadline; the second batch comes late
+    assert clock.now - 1000.0 <= 10.0 + 1.0  # the deadline plus the cheapest pass of the late batch
+    assert sorted(_rows(tmp_path / "out.csv").values()) == [7, 7, 9, 9]
+    assert report.warnings[-1] == "time budget: the deadline passed before the last 2 images; the undefended network alone classified them"
 
 
 def _toy_training_images(seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from ..contract.labels import class_name
 from ..jobs.folder_job import JobReport, input_batches
 from ..models.classifier import Classifier
 from .plan import choose_plan, cost_per_image, first_pass_config
-from .sign_gradient import SignGradientConfig, sign_gradient_attack
+from .sign_gradient import AttackInterrupted, SignGradientConfig, sign_gradient_attack
 from .time_budget import TimeBudget
 
 logger = logging.getLogger("nips_adv")
@@ -135,15 +135,20 @@ class _Job:
                     logger.debug("%s: toward %d (%s)", name, label, class_name(int(label)))
         return np.array([self.labels_by_name[name] for name in batch.names], dtype=np.int64)
 
-    def attack(self, batch: ImageBatch, config: SignGradientConfig, times: PassTimes, clock) -> float:
+    def attack(self, batch: ImageBatch, config: SignGradientConfig, times: PassTimes, clock, deadline: float | None = None) -> float | None:
         """Attack and write ``batch``; returns the attack's seconds (its gradients), adding them and the
-        batch's label look-up and writing to ``times``."""
+        batch's label look-up and writing to ``times``. Past ``deadline`` (a value of ``clock``, checked
+        before every iteration) the attack stops, nothing is written, and None is returned."""
         lookup_started = clock()
         labels = self.labels(batch)
         attack_started = clock()
-        adversarial = sign_gradient_attack(
-            self.model, batch.pixels, self.eps, labels=labels, targeted=self.targeted, config=config, seed=self.seed
-        )
+        stop = None if deadline is None else (lambda: clock() >= deadline)
+        try:
+            adversarial = sign_gradient_attack(
+                self.model, batch.pixels, self.eps, labels=labels, targeted=self.targeted, config=config, seed=self.seed, stop=stop
+            )
+        except AttackInterrupted:
+            return None
         attack_ended = clock()
         self.write(batch.names, adversarial)
         attack_seconds = attack_ended - attack_started
@@ -161,9 +166,61 @@ class _Job:
         for name, pixels in zip(names, images):
             write_png(pixels, self.output_dir / name)
 
-    def single_pass(self, config: SignGradientConfig, batch_size: int, progress: bool, time_budget: TimeBudget | None,
-                    name: str = "attack") -> None:
-        """``config`` on every batch; the budget cuts iterations, down to one step."""
+    def single_pass(self, config: SignGradientConfig, batch_size: int, progress: bool, time_budget: TimeBudget | None) -> None:
+        """``config`` on every batch. With a budget, a one-step pass writes every image first, then
+        ``config`` overwrites them batch by batch, its iterations cut to what the time left affords
+        (down to one step); at the deadline, even inside a batch, the rest keep their one-step version."""
+        if time_budget is None:
+            self.run_pass(config, batch_size, progress, None, name="attack")
+            return
+        first_budget = TimeBudget(deadline=time_budget.deadline, clock=time_budget.clock)
+        self.run_pass(first_pass_config(self.targeted), batch_size, progress, first_budget, name="first pass")
+        done = [self.input_dir / name for name in _written_names(self.report, self.output_dir, self.input_dir)]
+        if not done:
+            return
+        refine = TimeBudget(deadline=time_budget.deadline, clock=time_budget.clock)
+        if first_budget.measured:
+            # One FGSM step is one iteration of the recipe without its copies: a floor, revised after the first batch.
+            refine.assume(seconds_per_image_iteration=first_budget.steady_seconds_per_image_iteration * config.gradients_per_iteration,
+                          seconds_per_image_overhead=first_budget.seconds_per_image_overhead)
+        clock = time_budget.clock
+        times = self.passes.setdefault("attack", PassTimes())
+        full = fewer = 0
+        previous_iterations = config.iterations
+        images_left = len(done)
+        batch_started = clock()
+        for batch in iter_image_batches(done, batch_size, lambda error: None):
+            times.io_seconds += clock() - batch_started
+            iterations = refine.iterations_for(config.iterations, images_left)
+            if not refine.fits(iterations=1, images=len(batch.names)) and refine.measured:
+                break
+            if iterations != previous_iterations:
+                share = "all" if iterations == config.iterations else f"{iterations} of the"
+                self.report.warn(
+                    f"time budget: from {batch.names[0]} on, {share} {config.iterations} iterations "
+                    f"({refine.seconds_per_image_iteration:.2f} s per image-iteration measured; "
+                    f"{images_left} images and {max(0.0, refine.seconds_left()):.0f} s left)"
+                )
+                previous_iterations = iterations
+            attack_seconds = self.attack(batch, replace(config, iterations=iterations), times, clock, deadline=time_budget.deadline)
+            if attack_seconds is None:
+                break
+            batch_ended = clock()
+            refine.record(images=len(batch.names), iterations=iterations, attack_seconds=attack_seconds,
+                          other_seconds=batch_ended - batch_started - attack_seconds)
+            batch_started = batch_ended
+            images_left -= len(batch.names)
+            full, fewer = (full + len(batch.names), fewer) if iterations == config.iterations else (full, fewer + len(batch.names))
+        if full < len(done):
+            self.report.warn(
+                f"time budget: planned {config.iterations} iterations on {len(done)} images; ran them all on {full}, "
+                f"fewer on {fewer}, and {len(done) - full - fewer} keep their one-step version"
+            )
+
+    def run_pass(self, config: SignGradientConfig, batch_size: int, progress: bool, time_budget: TimeBudget | None,
+                 name: str) -> None:
+        """``config`` on every batch as read; the budget cuts iterations, down to one step, which always runs:
+        every image is written, even when start-up alone outlasted the budget."""
         report = self.report
         clock = time_budget.clock if time_budget is not None else time.monotonic
         times = self.passes.setdefault(name, PassTimes())
@@ -173,10 +230,7 @@ class _Job:
             batch_config = config
             if time_budget is not None:
                 images_left = report.images_found - report.images_done - len(report.failures)
-                if time_budget.fits(iterations=1, images=len(batch.names)):
-                    iterations = time_budget.iterations_for(config.iterations, images_left)
-                else:
-                    iterations = 1
+                iterations = time_budget.iterations_for(config.iterations, images_left)
                 if iterations != config.iterations:
                     batch_config = replace(config, iterations=iterations)
                 if iterations != previous_iterations:
@@ -185,11 +239,12 @@ class _Job:
                     report.warn(
                         f"time budget: {late}from {batch.names[0]} on, {share} {config.iterations} iterations "
                         f"({time_budget.seconds_per_image_iteration:.2f} s per image-iteration measured; "
-                        f"{images_left} images and {time_budget.seconds_left():.0f} s left)"
+                        f"{images_left} images and {max(0.0, time_budget.seconds_left()):.0f} s left)"
                     )
                     previous_iterations = iterations
             times.io_seconds += clock() - batch_started  # reading (and the budget's arithmetic)
             attack_seconds = self.attack(batch, batch_config, times, clock)
+            assert attack_seconds is not None  # no deadline: never interrupted
             batch_ended = clock()
             if time_budget is not None:
                 time_budget.record(
@@ -205,7 +260,7 @@ class _Job:
         after every refinement batch from the refinement's own measured speed (up or down)."""
         clock = time_budget.clock
         first_budget = TimeBudget(deadline=time_budget.deadline, clock=clock)
-        self.single_pass(first_pass_config(self.targeted), batch_size, progress, first_budget, name="first pass")
+        self.run_pass(first_pass_config(self.targeted), batch_size, progress, first_budget, name="first pass")
         done = [self.input_dir / name for name in _written_names(self.report, self.output_dir, self.input_dir)]
         if not done or not first_budget.measured or first_budget.steady_seconds_per_image_iteration <= 0:
             return
@@ -237,7 +292,13 @@ class _Job:
                 )
                 return
             cost = cost_per_image(config)
-            attack_seconds = self.attack(batch, config, times, clock)
+            attack_seconds = self.attack(batch, config, times, clock, deadline=time_budget.deadline)
+            if attack_seconds is None:
+                self.report.warn(
+                    f"time budget: the plan ({plan.description}) was cut at the deadline from {batch.names[0]} on; "
+                    f"{images_left} images keep their one-step version"
+                )
+                return
             batch_ended = clock()
             refine.record(images=len(batch.names), iterations=cost, attack_seconds=attack_seconds,
                           other_seconds=batch_ended - batch_started - attack_seconds)

@@ -270,6 +270,10 @@ def _spec_value(text: str) -> Any:
     return text
 
 
+class AttackInterrupted(Exception):
+    """``stop`` said so before an iteration: the batch's attack was cut short and has no result."""
+
+
 def sign_gradient_attack(
     model: GradientModel,
     clean: np.ndarray,
@@ -279,6 +283,7 @@ def sign_gradient_attack(
     targeted: bool,
     config: SignGradientConfig,
     seed: int | None = 0,
+    stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """Attack a batch and return the adversarial images, uint8, within eps of ``clean``.
 
@@ -287,6 +292,7 @@ def sign_gradient_attack(
     nothing else). None (non-targeted only) means the model's own top ``config.own_classes``
     classes on ``clean``, weighted by its probabilities (one forward pass), which avoids label leaking.
     ``seed`` seeds the numpy draws (VMI's neighbours); the transforms draw from the graph's seed.
+    ``stop`` is asked before every iteration: True raises AttackInterrupted (a time budget's deadline).
     """
     lower, upper = epsilon_box(clean, eps)
     if labels is None and targeted:
@@ -312,6 +318,8 @@ def sign_gradient_attack(
     momentum = np.zeros_like(adversarial)
     variance = np.zeros_like(adversarial)
     for _ in range(config.iterations):
+        if stop is not None and stop():
+            raise AttackInterrupted
         point = (
             nesterov_point(adversarial, momentum, step=step, decay=config.decay, direction=direction)
             if config.nesterov

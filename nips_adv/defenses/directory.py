@@ -50,9 +50,16 @@ def predict_directory(
     configured = getattr(model, "passes", None)
     passes = configured
     clock = time_budget.clock if time_budget is not None else time.monotonic
+    stop = None if time_budget is None else (lambda: clock() >= time_budget.deadline)
+    undefended = getattr(model, "classifier", None)
+    late = 0
     for batch in input_batches(Path(input_dir), batch_size, report, progress=progress):
         started = clock()
-        if configured is None:
+        if time_budget is not None and time_budget.seconds_left() <= 0 and undefended is not None:
+            # Past the deadline every image still gets a row, from the cheapest pass there is: the network alone.
+            labels = undefended.predict(batch.pixels)
+            late += len(batch.names)
+        elif configured is None:
             labels = model.predict(batch.pixels)
         else:
             if time_budget is not None:
@@ -62,16 +69,18 @@ def predict_directory(
                     report.warn(
                         f"time budget: from {batch.names[0]} on, {chosen} of the {configured} random passes "
                         f"({time_budget.seconds_per_image_iteration:.2f} s per image-pass measured; "
-                        f"{images_left} images and {time_budget.seconds_left():.0f} s left)"
+                        f"{images_left} images and {max(0.0, time_budget.seconds_left()):.0f} s left)"
                     )
                     passes = chosen
-            labels = model.predict(batch.pixels, passes=passes)
-        if time_budget is not None and configured is not None:
-            time_budget.record(images=len(batch.names), iterations=passes, attack_seconds=clock() - started, other_seconds=0.0)
+            labels = model.predict(batch.pixels, passes=passes, stop=stop)
+            if time_budget is not None:
+                time_budget.record(images=len(batch.names), iterations=passes, attack_seconds=clock() - started, other_seconds=0.0)
         rows = list(zip(batch.names, [int(label) for label in labels]))
         for name, label in rows:
             logger.debug("%s: %d (%s)", name, label, class_name(label))
         yield rows
+    if late:
+        report.warn(f"time budget: the deadline passed before the last {late} images; the undefended network alone classified them")
 
 
 def classify_directory(

@@ -243,18 +243,25 @@ class DefendedClassifier:
     def name(self) -> str:
         return self.recipe.name
 
-    def logits(self, pixels: np.ndarray, *, passes: int | None = None) -> np.ndarray:
+    def logits(self, pixels: np.ndarray, *, passes: int | None = None, stop: Callable[[], bool] | None = None) -> np.ndarray:
         """``(B, 1000)`` float32: log of the mean probability over all views of ``passes`` random passes
-        (a routed recipe: of the branch each image goes to; plain: the classifier's logits)."""
+        (a routed recipe: of the branch each image goes to; plain: the classifier's logits). ``stop``
+        is asked before every pass after the first: True ends the averaging there (a time budget)."""
         if self.branches:
             pixels = np.asarray(pixels)
-            return self._routed(pixels, lambda index, rows: _log_softmax(self.branches[index].logits(pixels[rows], passes=passes)))
+            return self._routed(
+                pixels, lambda index, rows: _log_softmax(self.branches[index].logits(pixels[rows], passes=passes, stop=stop))
+            )
         if self.recipe.transform is None:
             return self.classifier.logits(pixels)
         passes = self.passes if passes is None else (passes if self.recipe.random else 1)
         views = self.classifier.logits_function(self.recipe.transform)
         total, plain = None, None
-        for _ in range(passes):
+        done = 0
+        for done in range(1, passes + 1):
+            if done > 1 and stop is not None and stop():
+                done -= 1
+                break
             per_view = np.asarray(views(pixels), np.float64)  # (copies, B, 1000)
             if self.recipe.versus_plain:
                 per_view, plain = per_view[:-1], per_view[-1]  # WithOriginal: the image as is comes last
@@ -262,16 +269,16 @@ class DefendedClassifier:
             probabilities /= probabilities.sum(axis=2, keepdims=True)
             summed = probabilities.sum(axis=0)
             total = summed if total is None else total + summed
-        mean = np.log(np.maximum(total / (passes * len(per_view)), np.finfo(np.float64).tiny))
+        mean = np.log(np.maximum(total / (done * len(per_view)), np.finfo(np.float64).tiny))
         if plain is not None:
             plain_top = mean[np.arange(len(mean)), np.argmax(plain, axis=1)]
             agree = (mean > plain_top[:, None]).sum(axis=1) < VERSUS_PLAIN_AGREEMENT
             return _log_softmax(np.where(agree[:, None], mean, mean - self.recipe.versus_plain * _log_softmax(plain)))
         return mean.astype(np.float32)
 
-    def predict(self, pixels: np.ndarray, *, passes: int | None = None) -> np.ndarray:
+    def predict(self, pixels: np.ndarray, *, passes: int | None = None, stop: Callable[[], bool] | None = None) -> np.ndarray:
         """``(B,)`` labels 1..1000."""
-        return np.argmax(self.logits(pixels, passes=passes), axis=1) + 1
+        return np.argmax(self.logits(pixels, passes=passes, stop=stop), axis=1) + 1
 
     def gradient_function(self, loss: Callable[..., Any], transform: Any = None) -> Callable[..., np.ndarray]:
         """The gradient of ``loss`` through the attack's ``transform`` (if any), then the defense.
