@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -898,3 +899,46 @@ def _copy_packaged_denoiser(path: Path, *, change: bool = False) -> Path:
         arrays["noise/bias"] = arrays["noise/bias"] + np.float32(0.01)
     np.savez(path, **arrays)
     return path
+
+
+def _stand_in_training(monkeypatch: pytest.MonkeyPatch, captured: dict) -> None:
+    """Attacks, logits, the classifier and training stood in for: the CLI's own handling is what is tested."""
+    import contextlib
+
+    import nips_adv.defenses.training as training
+    from nips_adv.models.classifier import Classifier as RealClassifier
+
+    monkeypatch.setattr(training, "craft_adversarial", lambda clean, **_: (clean.copy(), np.arange(len(clean))))
+    monkeypatch.setattr(training, "clean_logits", lambda classifier, clean, cache, batch_size=16: np.zeros((len(clean), 1000), np.float32))
+    monkeypatch.setattr(training, "train_denoiser", lambda classifier, train, validation, output, **_: captured.update(train=train) or {})
+    monkeypatch.setattr(RealClassifier, "create", classmethod(lambda cls, *args, **kwargs: contextlib.nullcontext(object())))
+
+
+def test_train_denoiser_leaves_out_an_unreadable_image_with_a_warning_and_exit_1(
+    input_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nips_adv.cli.train_denoiser import train_denoiser_command
+
+    images = tmp_path / "images"
+    shutil.copytree(input_dir, images)
+    readable = len(list(images.glob("*.png")))
+    (images / "000broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    captured: dict = {}
+    _stand_in_training(monkeypatch, captured)
+    result = CliRunner().invoke(
+        train_denoiser_command, [str(tmp_path / "w.npz"), "--images", str(images), "--no-skimage", "--train-count", "100", "-q"]
+    )
+    assert result.exit_code == 1, result.output + result.stderr
+    assert "Traceback" not in result.stderr and "000broken.png" in result.stderr.splitlines()[0]
+    assert result.stderr.splitlines()[-1].endswith("1 unreadable image(s) left out (named above)")
+    assert len(captured["train"].clean) == readable
+
+
+def test_train_denoiser_with_no_readable_image_fails_in_one_line_and_leaves_no_folder(tmp_path: Path) -> None:
+    from nips_adv.cli.train_denoiser import train_denoiser_command
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"not a png")
+    result = CliRunner().invoke(train_denoiser_command, [str(tmp_path / "w.npz"), "--images", str(tmp_path / "images"), "-q"])
+    assert result.exit_code == 2 and result.stderr.splitlines()[-1].endswith("none of the 1 training images could be read")
+    assert not (tmp_path / "w.npz").exists() and not (tmp_path / "w.npz.work").exists()

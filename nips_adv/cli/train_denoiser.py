@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
 from ..defenses.denoiser import ARCHITECTURE, ARCHITECTURES
-from .common import configure_logging, fail
+from .common import EXIT_SOME_FAILED, configure_logging, fail
 
 DEFAULT_DEFENSE_MODELS = "efficientnet_lite1,efficientnet_lite2"
 
@@ -131,13 +132,24 @@ def train_denoiser_command(
         if architecture is not None and not initial.grows_into(ARCHITECTURES[architecture]):
             fail(program, f"{initial_weights}: weights of architecture {initial.tag!r} do not fit --architecture {architecture}")
     work_dir = work_dir or output.with_name(output.name + ".work")
-    work_dir.mkdir(parents=True, exist_ok=True)
     train_paths, validation_paths = split_dev_images(images, train_count)
     if not train_paths:
         fail(program, f"{images}: no PNG images")
+    unreadable: list[str] = []
+
+    def skip(error: Exception) -> None:
+        unreadable.append(str(error))
+        click.echo(f"{program}: warning: {error}; left out", err=True)
+
     try:
-        train_clean = load_images(train_paths, with_skimage=with_skimage)
-        validation_clean = load_images(validation_paths) if validation_paths else None
+        train_clean = load_images(train_paths, with_skimage=with_skimage, on_unreadable=skip)
+        validation_clean = load_images(validation_paths, on_unreadable=skip) if validation_paths else None
+        if validation_clean is not None and not len(validation_clean):
+            validation_clean = None
+        if not len(train_clean):
+            fail(program, f"{images}: none of the {len(train_paths)} training images could be read")
+        # The work folder is made once the inputs are known good: a usage error leaves nothing behind.
+        work_dir.mkdir(parents=True, exist_ok=True)
         # Each round its own seed; extra rounds follow the drawn ones, so adding one keeps their caches.
         round_methods = [method_list] * rounds + [[spec] for spec in extra_rounds]
         crafted = [
@@ -202,3 +214,6 @@ def train_denoiser_command(
         fail(program, f"{error.filename or output}: {error.strerror or error}")
     details = ", ".join(f"{key} {value:.4g}" for key, value in figures.items())
     click.echo(f"{program}: wrote {output} ({details or f'the checkpoint had already reached step {steps}'})")
+    if unreadable:
+        click.echo(f"{program}: {len(unreadable)} unreadable image(s) left out (named above)", err=True)
+        sys.exit(EXIT_SOME_FAILED)

@@ -15,14 +15,14 @@ import hashlib
 import logging
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..contract.atomic import atomic_write
-from ..contract.images import list_png_files, read_png
+from ..contract.atomic import atomic_write, write_bytes_atomically
+from ..contract.images import ImageReadError, list_png_files, read_png
 from .denoiser import build_denoiser_training, save_denoiser_weights
 
 logger = logging.getLogger("nips_adv")
@@ -52,13 +52,23 @@ def split_dev_images(folder: Path, train_count: int) -> tuple[list[Path], list[P
     return paths[:train_count], paths[train_count:]
 
 
-def load_images(paths: Sequence[Path], *, with_skimage: bool = False) -> np.ndarray:
-    """``(N, 299, 299, 3)`` uint8: the PNGs (resized when another size), then scikit-image's photos."""
+def load_images(
+    paths: Sequence[Path], *, with_skimage: bool = False, on_unreadable: Callable[[ImageReadError], None] | None = None
+) -> np.ndarray:
+    """``(N, 299, 299, 3)`` uint8: the PNGs (resized when another size), then scikit-image's photos.
+
+    An unreadable PNG raises ImageReadError, or goes to ``on_unreadable`` and is left out."""
     from PIL import Image
 
     images = []
     for path in paths:
-        pixels = read_png(path)
+        try:
+            pixels = read_png(path)
+        except ImageReadError as error:
+            if on_unreadable is None:
+                raise
+            on_unreadable(error)
+            continue
         if pixels.shape[:2] != (IMAGE_SIDE, IMAGE_SIDE):
             pixels = np.asarray(Image.fromarray(pixels).resize((IMAGE_SIDE, IMAGE_SIDE), Image.BICUBIC))
         images.append(pixels)
@@ -78,7 +88,7 @@ def load_images(paths: Sequence[Path], *, with_skimage: bool = False) -> np.ndar
             top, left = (photo.shape[0] - side) // 2, (photo.shape[1] - side) // 2
             square = Image.fromarray(photo[top : top + side, left : left + side])
             images.append(np.asarray(square.resize((IMAGE_SIDE, IMAGE_SIDE), Image.BICUBIC)))
-    return np.stack(images)
+    return np.stack(images) if images else np.zeros((0, IMAGE_SIDE, IMAGE_SIDE, 3), np.uint8)
 
 
 @dataclass(frozen=True)
@@ -272,9 +282,10 @@ def train_denoiser(
     ``architecture``: the denoiser's tag; default that of ``initial_weights``, else ``ARCHITECTURE``.
     ``input_noise``: Gaussian noise of this deviation (pixels) added to every training input, drawn
     per step under ``seed`` (the ``noise`` recipe step's, in front of the denoiser); validation stays noiseless. Every ``checkpoint_every`` steps (and
-    at the end) the state is saved and, with ``validation``, its loss measured; ``output`` gets the
-    weights of the best validation loss so far (``keep="best"``; without validation, or with
-    ``keep="last"``, the latest: for validation images attacked unlike the training ones). Batches are drawn
+    at the end) the state is saved and, with ``validation``, its loss measured; ``work_dir/weights.npz``
+    keeps the weights of the best validation loss so far (``keep="best"``; without validation, or with
+    ``keep="last"``, the latest: for validation images attacked unlike the training ones), and ``output``
+    gets them when training has finished. Batches are drawn
     from a permutation per epoch seeded by ``seed`` and the epoch, so a resumed run sees the same ones.
     Returns the final figures (train loss of the last interval, validation loss and agreement).
     """
@@ -298,6 +309,7 @@ def _train(classifier, train, validation, output, work_dir, steps, batch_size, l
     if architecture is None and initial_weights is not None:
         architecture = architecture_of(read_denoiser_weights(initial_weights)).tag
     checkpoint = work_dir / "checkpoint.npz"
+    kept = work_dir / "weights.npz"  # the weights --keep chooses, so far
     tf1.set_random_seed(seed)
     training = build_denoiser_training(
         classifier.fused_logits_tensor, learning_rate=learning_rate, target_logits=True, architecture=architecture
@@ -346,11 +358,13 @@ def _train(classifier, train, validation, output, work_dir, steps, batch_size, l
                     )
                     if figures["validation_loss"] < best or keep == "last":
                         best = min(best, figures["validation_loss"])
-                        save_denoiser_weights(session, output)
+                        save_denoiser_weights(session, kept)
                 else:
-                    save_denoiser_weights(session, output)
-    if not output.is_file() or (keep == "last" and step == steps):
-        save_denoiser_weights(session, output)
+                    save_denoiser_weights(session, kept)
+    if not kept.is_file() or (keep == "last" and step == steps):
+        save_denoiser_weights(session, kept)
+    # OUTPUT appears only now, whole: a run killed earlier leaves its weights in the work folder only.
+    write_bytes_atomically(Path(output), kept.read_bytes())
     return figures
 
 

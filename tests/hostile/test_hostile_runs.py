@@ -87,7 +87,7 @@ run_attack_submission(folder / "sub", metadata, folder, folder, 4, time_limit=fl
 """
 
 
-@pytest.mark.parametrize("runner_fate, time_limit", [(signal.SIGKILL, 600.0), (signal.SIGSTOP, 3.0)])
+@pytest.mark.parametrize("runner_fate, time_limit", [(signal.SIGKILL, 600.0), (signal.SIGSTOP, 10.0)])
 def test_a_dead_or_frozen_runner_does_not_keep_its_run_alive(tmp_path: Path, runner_fate: int, time_limit: float) -> None:
     """SIGKILL: the keeper sees the pipe that only the runner held close, and ends the run at once.
 
