@@ -939,6 +939,6 @@ def test_train_denoiser_with_no_readable_image_fails_in_one_line_and_leaves_no_f
 
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.png").write_bytes(b"not a png")
-    result = CliRunner().invoke(train_denoiser_command, [str(tmp_path / "w.npz"), "--images", str(tmp_path / "images"), "-q"])
+    result = CliRunner().invoke(train_denoiser_command, [str(tmp_path / "w.npz"), "--images", str(tmp_path / "images"), "--no-skimage", "-q"])
     assert result.exit_code == 2 and result.stderr.splitlines()[-1].endswith("none of the 1 training images could be read")
     assert not (tmp_path / "w.npz").exists() and not (tmp_path / "w.npz.work").exists()
