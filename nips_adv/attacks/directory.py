@@ -195,12 +195,7 @@ class _Job:
             if not refine.fits(iterations=1, images=len(batch.names)) and refine.measured:
                 break
             if iterations != previous_iterations:
-                share = "all" if iterations == config.iterations else f"{iterations} of the"
-                self.report.warn(
-                    f"time budget: from {batch.names[0]} on, {share} {config.iterations} iterations "
-                    f"({refine.seconds_per_image_iteration:.2f} s per image-iteration measured; "
-                    f"{images_left} images and {max(0.0, refine.seconds_left()):.0f} s left)"
-                )
+                _warn_iterations(self.report, refine, batch.names[0], iterations, config.iterations, images_left)
                 previous_iterations = iterations
             attack_seconds = self.attack(batch, replace(config, iterations=iterations), times, clock, deadline=time_budget.deadline)
             if attack_seconds is None:
@@ -234,13 +229,8 @@ class _Job:
                 if iterations != config.iterations:
                     batch_config = replace(config, iterations=iterations)
                 if iterations != previous_iterations:
-                    share = "all" if iterations == config.iterations else f"{iterations} of the"
-                    late = "" if time_budget.fits(iterations=1, images=len(batch.names)) else "not even one step fits; "
-                    report.warn(
-                        f"time budget: {late}from {batch.names[0]} on, {share} {config.iterations} iterations "
-                        f"({time_budget.seconds_per_image_iteration:.2f} s per image-iteration measured; "
-                        f"{images_left} images and {max(0.0, time_budget.seconds_left()):.0f} s left)"
-                    )
+                    late = not time_budget.fits(iterations=1, images=len(batch.names))
+                    _warn_iterations(report, time_budget, batch.names[0], iterations, config.iterations, images_left, late=late)
                     previous_iterations = iterations
             times.io_seconds += clock() - batch_started  # reading (and the budget's arithmetic)
             attack_seconds = self.attack(batch, batch_config, times, clock)
@@ -305,6 +295,17 @@ class _Job:
             batch_started = batch_ended
             images_left -= len(batch.names)
             source = "the refinement"
+
+
+def _warn_iterations(report: JobReport, budget: TimeBudget, first_name: str, iterations: int, configured: int,
+                     images_left: int, *, late: bool = False) -> None:
+    """One warning: from which image on the budget runs ``iterations`` of the ``configured`` ones, and why."""
+    share = "all" if iterations == configured else f"{iterations} of the"
+    report.warn(
+        f"time budget: {'not even one step fits; ' if late else ''}from {first_name} on, {share} {configured} iterations "
+        f"({budget.seconds_per_image_iteration:.2f} s per image-iteration measured; "
+        f"{images_left} images and {max(0.0, budget.seconds_left()):.0f} s left)"
+    )
 
 
 PLAN_SAFETY = 0.85
