@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+_SESSION_CACHE: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One cache folder for the whole run (converted weights land there once), removed at its end:
+    tests never write to the user's ~/.cache. The tools run as subprocesses inherit it."""
+    if not _SESSION_CACHE:
+        _SESSION_CACHE.append(tempfile.mkdtemp(prefix="nips_adv-test-cache-"))
+        os.environ["XDG_CACHE_HOME"] = _SESSION_CACHE[0]
+        os.environ.pop("NIPS_ADV_CHECKPOINTS", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _SESSION_CACHE:
+        shutil.rmtree(_SESSION_CACHE.pop(), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

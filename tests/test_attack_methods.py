@@ -334,3 +334,9 @@ def test_method_specs_parse_their_overrides_and_name_bad_ones() -> None:
         with pytest.raises(ValueError, match=named) as caught:
             parse_method_spec(spec)
         assert spec in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_a_plan_past_its_deadline_says_nothing_fits_without_a_negative_count(targeted: bool) -> None:
+    plan = choose_plan(targeted=targeted, gradients_per_image=-0.4)
+    assert plan.config is None and plan.reason.startswith("0 image-gradients per image fit")

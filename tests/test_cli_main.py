@@ -26,3 +26,10 @@ def test_models_lists_the_registry() -> None:
     result = CliRunner().invoke(main, ["models"])
     assert result.exit_code == 0
     assert "inception_v3" in result.output and "ens3_adv_inception_v3" in result.output
+
+
+def test_help_gives_each_subcommand_a_whole_line() -> None:
+    result = CliRunner().invoke(main, ["--help"], terminal_width=80)
+    listed = result.output.split("Commands:")[1].splitlines()[1:]
+    assert len(listed) == len(SUBCOMMANDS)
+    assert all(len(line) <= 80 and line.endswith(".") and not line.endswith("...") for line in listed), listed

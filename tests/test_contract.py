@@ -122,6 +122,17 @@ def test_label_file_keeps_good_rows_and_names_bad_ones(tmp_path: Path) -> None:
 def test_target_class_file_missing_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ContractFileError, match="target_class.csv"):
         read_target_classes(tmp_path)
+    (tmp_path / "target_class.csv").mkdir()
+    with pytest.raises(ContractFileError, match="target_class.csv: is a folder"):
+        read_target_classes(tmp_path)
+
+
+def test_conflicting_duplicate_rows_are_named_and_the_last_is_used(tmp_path: Path) -> None:
+    path = tmp_path / "target_class.csv"
+    path.write_text("a.png,5\nb.png,7\na.png,9\nb.png,7\n")
+    parsed = read_label_file(path)
+    assert parsed.labels == {"a.png": 9, "b.png": 7} and not parsed.problems
+    assert parsed.conflicts == [f"{path}:3: a.png has label 9 here and 5 on line 1; 9, the last row's, is used"]
 
 
 def test_dataset_csv_keeps_ids_as_text_and_names_missing_columns(tmp_path: Path) -> None:

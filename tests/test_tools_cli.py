@@ -128,6 +128,10 @@ def test_targeted_attack_without_target_file_is_a_usage_error(tmp_path: Path) ->
     assert result.exit_code == 2
     assert "target_class.csv: missing" in result.stderr
     assert not (tmp_path / "out").exists()
+    (tmp_path / "in" / "target_class.csv").mkdir()
+    result = CliRunner().invoke(targeted_attack_command, [str(tmp_path / "in"), str(tmp_path / "out"), "4"])
+    assert result.exit_code == 2 and "target_class.csv: is a folder" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,8 @@ def attack_directory(
         target_file = read_target_classes(input_dir)
         for problem in target_file.problems:
             report.warn(f"{problem}; row skipped")
+        for conflict in target_file.conflicts:
+            report.warn(conflict)
         targets = target_file.labels
     job = _Job(input_dir, output_dir, eps, model, targeted, targets, true_labels, report, seed)
     if config is not None:
@@ -272,7 +274,7 @@ class _Job:
                 logger.info(
                     "plan%s: %s; %s (%.3f s per image-gradient measured on %s, %d images, %.0f s left)",
                     "" if config is None else f" from {batch.names[0]} on", plan.description, plan.reason,
-                    refine.seconds_per_image_iteration, source, images_left, refine.seconds_left(),
+                    refine.seconds_per_image_iteration, source, images_left, max(0.0, refine.seconds_left()),
                 )
                 config = plan.config
             if config is None:

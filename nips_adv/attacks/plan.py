@@ -60,7 +60,7 @@ def choose_plan(*, targeted: bool, gradients_per_image: float) -> Plan:
     ``iterations * gradients_per_iteration``.
     """
     budget = math.floor(gradients_per_image)
-    afford = f"{gradients_per_image:.0f} image-gradients per image fit"
+    afford = f"{max(0.0, gradients_per_image):.0f} image-gradients per image fit"  # never "-0": time spent is not owed
     if budget < 1:
         return Plan(None, "first pass only (one step)", f"{afford}: not one more step; the one-step images stand")
     if targeted:

@@ -20,7 +20,8 @@ from .common import EpsilonType, TimeBudgetType, configure_logging, fail, model_
 def _attack_command(*, program: str, targeted: bool) -> click.Command:
     family = TARGETED_METHOD if targeted else NON_TARGETED_FAMILY
     goal = (
-        f"toward the class given for each image in INPUT_DIR/{TARGET_CLASS_FILE} (lines IMAGEID.png,LABEL)"
+        f"toward the class given for each image in INPUT_DIR/{TARGET_CLASS_FILE} (lines IMAGEID.png,LABEL; where an image "
+        "has two rows with different labels the last one is used, with a warning naming both)"
         if targeted
         else "away from the model's own belief, its top classes weighted by probability (the contract gives no true label)"
     )
@@ -151,8 +152,10 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
 
         try:
             check_output_dir(input_dir, output_dir)
-            if targeted and not (input_dir / TARGET_CLASS_FILE).is_file():
+            if targeted and not (input_dir / TARGET_CLASS_FILE).exists():
                 fail(program, f"{input_dir / TARGET_CLASS_FILE}: missing (a targeted attack needs it)")
+            if targeted and (input_dir / TARGET_CLASS_FILE).is_dir():
+                fail(program, f"{input_dir / TARGET_CLASS_FILE}: is a folder, not a FILENAME,LABEL file")
             budget_seconds = time_budget if isinstance(time_budget, float) else None
             if time_budget == "auto" or (time_budget is None and config is None):
                 # The default plan needs a budget to plan for: with 'off', the contract's.

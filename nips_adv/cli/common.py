@@ -120,9 +120,10 @@ def model_options(command: Callable | None = None, *, default_model: str = DEFAU
             type=click.Choice(["float32", "bfloat16"]),
             default="float32",
             show_default=True,
-            help="bfloat16 lets oneDNN run convolutions in bfloat16 on CPUs that support it (~1.7x).",
+            help="bfloat16: oneDNN runs convolutions in bfloat16 where the CPU has bf16/AMX units (Inception V3 "
+            "about 1.9x faster there; the EfficientNet-Lite models slower). `nips-adv bench` measures it.",
         ),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random transforms (DI)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw (transforms, copies, passes)."),
         click.option(
             "--max-pixels",
             type=click.IntRange(min=1),

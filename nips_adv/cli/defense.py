@@ -27,15 +27,9 @@ from .common import (
     "--recipe",
     default=None,
     metavar="STEP[:ARG]+...",
-    help="Transforms in front of the classifier, applied left to right: resize-pad[:VIEWS], noise[:SIGMA], "
-    "jpeg[:QUALITY], bits[:BITS], median[:SIZE], tv[:WEIGHT], flip, crops[:FRACTION] (the image and its four "
-    "corner crops, resized back), denoiser[:WEIGHTS.npz[:MORE.npz...]] (several: one view each, averaged), or plain, "
-    "then optionally versus-plain[:POWER] (where the undefended top class is not among the views' three most likely, "
-    "divide by the undefended probabilities to POWER: raises the classes an attack suppressed); or recipes routed "
-    "by each image's colour-noise level, "
-    f"RECIPE,from:LEVEL,RECIPE,... [default: {DEFAULT_RECIPE}: images showing no noise through five crops, "
-    "the others through the packaged denoiser and the crops, noise in front and the undefended beliefs divided "
-    "out when they show an eps-16 attack's; the strongest measured that keeps clean accuracy, see README].",
+    help="Transforms in front of the classifier, left to right, e.g. jpeg:75+resize-pad:2, denoiser+crops, or recipes "
+    "routed by colour-noise level (RECIPE,from:LEVEL,RECIPE,...); steps and grammar: docs/defenses.md "
+    f"[default: {DEFAULT_RECIPE}].",
 )
 @click.option(
     "--passes",

@@ -36,6 +36,8 @@ class LabelFile:
 
     labels: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    """Names given two different labels: which lines, and that the last row's label is used."""
 
 
 _BOMS = (
@@ -92,10 +94,13 @@ def read_label_file(path: Path) -> LabelFile:
     """
     path = Path(path)
     result = LabelFile()
+    if path.is_dir():
+        raise ContractFileError(f"{path}: is a folder, not a FILENAME,LABEL file")
     try:
         text = decode_text(path.read_bytes())
     except OSError as error:
         raise ContractFileError(f"{path}: cannot read ({error.strerror or error})") from None
+    first_line: dict[str, int] = {}
     for line_number, row in enumerate(csv.reader(text.splitlines()), start=1):
         if not row or all(not cell.strip() for cell in row):
             continue
@@ -106,6 +111,13 @@ def read_label_file(path: Path) -> LabelFile:
         if not name or label is None:
             result.problems.append(f"{path}:{line_number}: label {row[1].strip()!r} is not an integer 1..{NUM_LABELS}")
             continue
+        if name in result.labels and result.labels[name] != label:
+            # The organisers' reader builds a dict, so the last row wins; say so rather than pick silently.
+            result.conflicts.append(
+                f"{path}:{line_number}: {name} has label {label} here and {result.labels[name]} on line {first_line[name]}; "
+                f"{label}, the last row's, is used"
+            )
+        first_line.setdefault(name, line_number)
         result.labels[name] = label
     return result
 
@@ -113,7 +125,7 @@ def read_label_file(path: Path) -> LabelFile:
 def read_target_classes(input_dir: Path) -> LabelFile:
     """Target labels from ``INPUT_DIR/target_class.csv``; raises ContractFileError when it is missing."""
     path = Path(input_dir) / TARGET_CLASS_FILE
-    if not path.is_file():
+    if not path.exists():
         raise ContractFileError(f"{path}: missing (a targeted attack needs {TARGET_CLASS_FILE} in INPUT_DIR)")
     return read_label_file(path)
 
