@@ -206,3 +206,47 @@ def test_verbose_defense_names_each_predicted_class(tmp_path: Path, inception_v3
     for line in (tmp_path / "result.csv").read_text().splitlines():
         name, label = line.split(",")
         assert f"{name}: {label} ({class_name(int(label))})" in result.stderr
+
+
+# Named as TensorFlow's out-of-memory error is: the CLI's edge matches it by name, without importing TensorFlow.
+_ResourceExhaustedError = type("ResourceExhaustedError", (Exception,), {})
+
+
+@pytest.mark.parametrize("kind", [MemoryError, _ResourceExhaustedError])
+@pytest.mark.parametrize("written_first", [0, 1])
+def test_out_of_memory_is_one_line_and_keeps_what_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: type[Exception], written_first: int
+) -> None:
+    import contextlib
+
+    import nips_adv.attacks.directory as attack_module
+    import nips_adv.defenses.directory as defense_module
+    from nips_adv.models.classifier import Classifier
+
+    clean = _make_inputs(tmp_path / "in", count=2)
+    first = sorted(clean)[0]
+
+    def attack_then_exhaust(input_dir: Path, output_dir: Path, *args: object, **kwargs: object) -> None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if written_first:
+            Image.fromarray(clean[first]).save(output_dir / first)
+        raise kind("OOM when allocating tensor with shape[320,150,150,32]")
+
+    def classify_then_exhaust(input_dir: Path, output_file: Path, **kwargs: object) -> None:
+        output_file.write_text(f"{first},1\n" if written_first else "")
+        raise kind("OOM when allocating tensor with shape[320,150,150,32]")
+
+    monkeypatch.setattr(attack_module, "attack_directory", attack_then_exhaust)
+    monkeypatch.setattr(defense_module, "classify_directory", classify_then_exhaust)
+    monkeypatch.setattr(Classifier, "create", classmethod(lambda cls, *args, **kwargs: contextlib.nullcontext(None)))
+    runs = [
+        (attack_command, [str(tmp_path / "in"), str(tmp_path / "out"), "8", "--method", "bsr", "--copies", "100000"], "--copies"),
+        (defense_command, [str(tmp_path / "in"), str(tmp_path / "out.csv"), "--passes", "100000"], "--passes"),
+    ]
+    for command, arguments, option in runs:
+        result = CliRunner().invoke(command, arguments)
+        assert result.exit_code == (1 if written_first else 2), result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "out of memory" in lines[0] and option in lines[0], result.stderr
+        assert f"{written_first} outputs written and kept" in lines[0] and "Traceback" not in result.output
+    assert (tmp_path / "out" / first).is_file() == bool(written_first)

@@ -14,7 +14,16 @@ from ..attacks.plan import NON_TARGETED_FAMILY, TARGETED_METHOD
 from ..attacks.sign_gradient import METHODS, SignGradientConfig, method_config
 from ..attacks.time_budget import AUTO_BUDGET_FRACTION, CONTRACT_SECONDS_PER_IMAGE
 from ..contract.constants import TARGET_CLASS_FILE
-from .common import EpsilonType, TimeBudgetType, configure_logging, fail, model_options, parse_model_option, resolve_epsilon
+from .common import (
+    EpsilonType,
+    TimeBudgetType,
+    configure_logging,
+    fail,
+    model_options,
+    out_of_memory_ends,
+    parse_model_option,
+    resolve_epsilon,
+)
 
 
 def _attack_command(*, program: str, targeted: bool) -> click.Command:
@@ -150,32 +159,36 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
         from ..models.checkpoints import CheckpointError
         from ..models.classifier import Classifier
 
+        def written() -> int:
+            return len(list_png_files(output_dir)) if output_dir.is_dir() else 0
+
         try:
-            check_output_dir(input_dir, output_dir)
-            if targeted and not (input_dir / TARGET_CLASS_FILE).exists():
-                fail(program, f"{input_dir / TARGET_CLASS_FILE}: missing (a targeted attack needs it)")
-            if targeted and (input_dir / TARGET_CLASS_FILE).is_dir():
-                fail(program, f"{input_dir / TARGET_CLASS_FILE}: is a folder, not a FILENAME,LABEL file")
-            budget_seconds = time_budget if isinstance(time_budget, float) else None
-            if time_budget == "auto" or (time_budget is None and config is None):
-                # The default plan needs a budget to plan for: with 'off', the contract's.
-                budget_seconds = auto_budget_seconds(len(list_png_files(input_dir)))
-            budget = TimeBudget(deadline=started + budget_seconds) if budget_seconds is not None else None
-            with Classifier.create(members, precision=precision, seed=seed) as model:
-                model_ready = time.monotonic()
-                report = attack_directory(
-                    input_dir,
-                    output_dir,
-                    epsilon,
-                    model=model,
-                    config=config,
-                    targeted=targeted,
-                    batch_size=batch_size,
-                    progress=not quiet,
-                    time_budget=budget,
-                    seed=seed,
-                )
-                folder_done = time.monotonic()
+            with out_of_memory_ends(program, written, "--batch-size, --copies or --model's ensemble"):
+                check_output_dir(input_dir, output_dir)
+                if targeted and not (input_dir / TARGET_CLASS_FILE).exists():
+                    fail(program, f"{input_dir / TARGET_CLASS_FILE}: missing (a targeted attack needs it)")
+                if targeted and (input_dir / TARGET_CLASS_FILE).is_dir():
+                    fail(program, f"{input_dir / TARGET_CLASS_FILE}: is a folder, not a FILENAME,LABEL file")
+                budget_seconds = time_budget if isinstance(time_budget, float) else None
+                if time_budget == "auto" or (time_budget is None and config is None):
+                    # The default plan needs a budget to plan for: with 'off', the contract's.
+                    budget_seconds = auto_budget_seconds(len(list_png_files(input_dir)))
+                budget = TimeBudget(deadline=started + budget_seconds) if budget_seconds is not None else None
+                with Classifier.create(members, precision=precision, seed=seed) as model:
+                    model_ready = time.monotonic()
+                    report = attack_directory(
+                        input_dir,
+                        output_dir,
+                        epsilon,
+                        model=model,
+                        config=config,
+                        targeted=targeted,
+                        batch_size=batch_size,
+                        progress=not quiet,
+                        time_budget=budget,
+                        seed=seed,
+                    )
+                    folder_done = time.monotonic()
         except (CheckpointError, ContractFileError, OutputDirError, ModelListError) as error:
             fail(program, str(error))
         except OSError as error:

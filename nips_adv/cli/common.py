@@ -196,6 +196,26 @@ def fail(program: str, message: str, exit_code: int = EXIT_CANNOT_RUN) -> NoRetu
     sys.exit(exit_code)
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Python's MemoryError or TensorFlow's ResourceExhaustedError (OOM), without importing TensorFlow."""
+    return isinstance(error, MemoryError) or any(kind.__name__ == "ResourceExhaustedError" for kind in type(error).__mro__)
+
+
+@contextmanager
+def out_of_memory_ends(program: str, written: Callable[[], int], lower: str) -> Iterator[None]:
+    """Out of memory anywhere inside: one line naming what to lower, exit 1 when ``written()`` outputs
+    are kept (they stay where they are), else 2. Other errors pass through."""
+    try:
+        yield
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        count = written()
+        first_line = (str(getattr(error, "message", "")) or type(error).__name__).strip().splitlines()[0][:200]
+        fail(program, f"out of memory ({first_line}); {count} outputs written and kept; lower {lower}",
+             EXIT_SOME_FAILED if count else EXIT_CANNOT_RUN)
+
+
 @contextmanager
 def failing_on(program: str, *errors: type[Exception], path: object = "") -> Iterator[None]:
     """Turn ``errors`` (their message is the line) and any OSError (naming its file, else ``path``) into ``fail``."""

@@ -15,6 +15,7 @@ from .common import (
     configure_logging,
     fail,
     model_options,
+    out_of_memory_ends,
     parse_model_option,
 )
 
@@ -97,7 +98,11 @@ def defense_command(
         if time_budget == "auto":
             budget_seconds = auto_budget_seconds(len(list_png_files(input_dir)))
         budget = TimeBudget(deadline=started + budget_seconds) if budget_seconds else None
-        with Classifier.create(members, precision=precision, seed=seed) as classifier:
+        def written() -> int:
+            return len(output_file.read_text().splitlines()) if output_file.is_file() else 0
+
+        with out_of_memory_ends("nips-defense", written, "--batch-size, --passes or --model's ensemble"), \
+                Classifier.create(members, precision=precision, seed=seed) as classifier:
             model = classifier if chosen.plain else DefendedClassifier(classifier, chosen, passes=passes or DEFAULT_PASSES)
             report = classify_directory(
                 input_dir, output_file, model=model, batch_size=batch_size, progress=not quiet, time_budget=budget
