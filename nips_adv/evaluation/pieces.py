@@ -14,9 +14,13 @@ Defense piece folder: ``input/`` (a private copy of its pool batch; removed afte
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,7 @@ from ..contract.constants import TARGET_CLASS_FILE
 from ..contract.csv_files import ContractFileError, read_label_file, write_label_file
 from ..contract.epsilon import project_to_epsilon_box
 from ..contract.images import ImageReadError, image_file_name, image_id_of, read_png, resize_pixels, write_png
-from ..submission.runner import RunnerError, RunResult, run_attack_submission, run_defense_submission
+from ..submission.runner import KEEPER_HOLDS, RunnerError, RunResult, run_attack_submission, run_defense_submission
 from .layout import CLIPPED_DIR, DONE_FILE, ERROR_FILE, INPUT_DIR, OUTPUT_DIR, RESULT_FILE, clipped_image
 from .plan import AttackPiece, DefensePiece, RunSettings
 
@@ -105,8 +109,36 @@ def read_done(piece: Piece) -> PieceRecord | None:
     return record if record is not None and record.fingerprint == piece.fingerprint else None
 
 
+@contextmanager
+def piece_lock(piece_dir: Path) -> Iterator[None]:
+    """Hold ``PIECE_DIR.lock`` (flock) while the piece runs: a resumed or second evaluate waits for a live
+    writer, whether another evaluate or the keeper of a killed one (it inherits the lock: ``KEEPER_HOLDS``),
+    instead of sharing the folder with it. The kernel drops the lock with its last holder, even on SIGKILL."""
+    lock_path = piece_dir.with_name(piece_dir.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.getLogger("nips_adv").info("%s: another process is still writing it; waiting for it to end", piece_dir.name)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        token = KEEPER_HOLDS.set((*KEEPER_HOLDS.get(), descriptor))
+        try:
+            yield
+        finally:
+            KEEPER_HOLDS.reset(token)
+    finally:
+        os.close(descriptor)
+
+
 def run_piece(piece: Piece, settings: RunSettings) -> PieceRecord:
     """Run ``piece`` unless already done; return its record (also written to ``done.json``)."""
+    with piece_lock(Path(piece.piece_dir)):
+        return _run_piece_locked(piece, settings)
+
+
+def _run_piece_locked(piece: Piece, settings: RunSettings) -> PieceRecord:
     record = read_done(piece)
     if record is not None:
         return record

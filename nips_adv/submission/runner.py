@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -289,6 +290,11 @@ def _run_local(
 KEEPER_SLACK_S = 2.0
 """The keeper's own time limit is the run's plus this: it binds only where the runner could not act."""
 
+KEEPER_HOLDS: ContextVar[tuple[int, ...]] = ContextVar("KEEPER_HOLDS", default=())
+"""Open file descriptors the keeper inherits and holds until the whole run is over, e.g. an evaluation
+piece's lock (``evaluation.pieces.piece_lock``): should this process die, the lock is still held until
+the keeper has ended everything the run started."""
+
 
 def _run_kept(
     command: list[str],
@@ -327,7 +333,7 @@ def _run_kept(
                 stderr=stderr,
                 env=environment,
                 start_new_session=True,
-                pass_fds=(error_write, watch_read),
+                pass_fds=(error_write, watch_read, *KEEPER_HOLDS.get()),
             )
         except OSError as error:
             os.close(error_read)

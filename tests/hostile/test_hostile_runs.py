@@ -115,3 +115,49 @@ def test_a_dead_or_frozen_runner_does_not_keep_its_run_alive(tmp_path: Path, run
     finally:
         runner.kill()
         runner.wait()
+
+
+LOCKED_RUNNER = """
+import sys
+from pathlib import Path
+from nips_adv.evaluation.pieces import piece_lock
+from nips_adv.submission.metadata import SubmissionMetadata
+from nips_adv.submission.runner import run_attack_submission
+metadata = SubmissionMetadata(type="attack", container="x", container_gpu="x", entry_point="run_attack.sh")
+folder = Path(sys.argv[1])
+with piece_lock(folder / "piece"):
+    run_attack_submission(folder / "sub", metadata, folder, folder, 4, time_limit=600, log_dir=folder / "logs")
+"""
+
+
+def test_a_killed_evaluates_piece_stays_locked_until_its_run_is_gone(tmp_path: Path) -> None:
+    """A resumed evaluate must not share a piece folder with the keeper of a SIGKILLed one."""
+    import fcntl
+
+    from nips_adv.evaluation.pieces import piece_lock
+
+    submission = tmp_path / "sub"
+    submission.mkdir()
+    (submission / "run_attack.sh").write_text("#!/bin/sh\n( setsid sh -c 'trap \"\" TERM; echo $$ > stubborn.pid; while true; do sleep 1; done' & ) &\n"
+                                              "echo $$ > entry.pid\nsleep 1000\n")
+    (submission / "run_attack.sh").chmod(0o755)
+    runner = subprocess.Popen([sys.executable, "-c", LOCKED_RUNNER, str(tmp_path)])
+    deadline = time.monotonic() + 60
+    while not all((submission / name).is_file() and (submission / name).read_text().strip() for name in ("entry.pid", "stubborn.pid")):
+        assert time.monotonic() < deadline and runner.poll() is None, "the entry point never started"
+        time.sleep(0.05)
+    try:
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+        stubborn = int((submission / "stubborn.pid").read_text())
+        lock = os.open(tmp_path / "piece.lock", os.O_RDWR)
+        with pytest.raises(BlockingIOError):  # the keeper holds it while it ends the run (5 s grace for the stubborn one)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(lock)
+        started = time.monotonic()
+        with piece_lock(tmp_path / "piece"):
+            assert not _alive(stubborn) and not _tagged_processes()
+        assert time.monotonic() - started < 15
+    finally:
+        if runner.poll() is None:
+            runner.kill()
