@@ -1,5 +1,6 @@
-# The two set-up commands of the README: `make demo` (the main job, offline) and `make test` (the fast tier).
-# `make test-all` runs every tier, the containers tier included (CI runs it); `make images` builds the images.
+# The two set-up commands of the README: `make demo` (the main job, offline) and `make test` (the fast tier:
+# not slow, e2e or containers; at most 4 minutes on 2 cores). `make test-all` runs every tier (CI runs it);
+# `make images` builds the images.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -21,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check nips_adv tests scripts
 	$(BIN)/mypy nips_adv
-	$(BIN)/python -m pytest -q -m "not containers"
+	$(BIN)/python -m pytest -q -m "not slow and not e2e and not containers"
 
 test-all: $(STAMP)
 	$(BIN)/ruff check nips_adv tests scripts

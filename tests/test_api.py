@@ -52,6 +52,7 @@ def test_a_pinned_attack_keeps_shape_and_eps_and_moves_the_prediction(photos: np
     assert single.shape == photos[0].shape and np.abs(single.astype(int) - photos[0]).max() <= 2
 
 
+@pytest.mark.slow
 def test_a_targeted_attack_goes_toward_its_targets(photos: np.ndarray) -> None:
     targets = [10, 20, 30]
     adversarial = nips_adv.attack(photos, eps=32, method="i-fgsm", iterations=10, targets=targets)
@@ -59,6 +60,7 @@ def test_a_targeted_attack_goes_toward_its_targets(photos: np.ndarray) -> None:
     assert (nips_adv.classify(adversarial, defense="plain") == targets).sum() >= 2
 
 
+@pytest.mark.slow
 def test_the_default_plan_fits_its_seconds(photos: np.ndarray) -> None:
     import time
 
@@ -92,6 +94,7 @@ def test_bad_arguments_are_named_before_any_model_loads(photos: np.ndarray, call
         call(photos)
 
 
+@pytest.mark.e2e
 def test_every_python_block_of_the_readme_runs() -> None:
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     assert blocks, "the README shows the Python API"

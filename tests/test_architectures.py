@@ -103,6 +103,7 @@ def probe_images() -> np.ndarray:
     return np.random.default_rng(0).uniform(-1.0, 1.0, size=(2, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name, architecture in ARCHITECTURES.items() if architecture.restore])
 def test_two_copies_in_one_graph_have_the_official_variables_and_restore_from_an_official_layout_file(
     name: str, tmp_path: Path
@@ -143,6 +144,7 @@ def test_two_copies_in_one_graph_have_the_official_variables_and_restore_from_an
     np.testing.assert_allclose(restored, written, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name, architecture in ARCHITECTURES.items() if not architecture.restore])
 def test_variables_equal_the_official_checkpoint(name: str) -> None:
     """The largest graph: names and shapes only (a restore would cost seconds for nothing new)."""
@@ -156,6 +158,7 @@ def test_variables_equal_the_official_checkpoint(name: str) -> None:
     assert logits.shape.as_list() == [None, 1001]
 
 
+@pytest.mark.slow
 def test_building_again_in_the_same_scope_reuses_the_variables() -> None:
     from nips_adv.models.tf_compat import tf, tf1
 

@@ -22,6 +22,7 @@ def no_matmul_peak(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench, "matmul_gflops", lambda: 50.0)
 
 
+@pytest.mark.e2e
 def test_ensemble_bench_prints_members_ensemble_and_their_ratio(no_matmul_peak: None) -> None:
     result = CliRunner().invoke(
         bench_command, ["--model", "efficientnet_lite0,efficientnet_lite0:0.5", "--batch-size", "1", "--skip-attack-run"]

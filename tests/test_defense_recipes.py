@@ -328,6 +328,7 @@ def _rows(path: Path) -> dict[str, int]:
     return {name: int(label) for name, label in (line.split(",") for line in path.read_text().splitlines())}
 
 
+@pytest.mark.slow
 def test_plain_equals_the_classifier_argmax(inception_v3_checkpoint: Path, input_dir: Path, tmp_path: Path) -> None:
     from nips_adv.contract.images import read_png
 
@@ -392,6 +393,7 @@ def test_a_bad_denoiser_file_raises_its_own_error(tmp_path: Path) -> None:
         parse_recipe(f"denoiser:{PACKAGED_DENOISER}:{tmp_path / 'missing.npz'}")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("recipe", ["bits:5+resize-pad:2", "plain,from:3,bits:5+resize-pad:2+versus-plain"])
 def test_a_recipe_runs_through_the_tool_and_verbose_names_it_and_its_seed(
     recipe: str, inception_v3_checkpoint: Path, input_dir: Path, tmp_path: Path
@@ -423,6 +425,7 @@ def test_the_packaged_denoiser_loads_and_keeps_clean_photos_correct() -> None:
     np.testing.assert_array_equal(labels, np.argmax(plain, axis=1) + 1)
 
 
+@pytest.mark.slow
 def test_the_default_recipe_routes_photos_by_their_noise_and_keeps_them_correct() -> None:
     """The default: photographs showing no colour noise go through five crops, and the same photographs under
     +-16 drawn per channel go to the noise, denoiser and crops branch that also divides out the undefended
@@ -542,6 +545,7 @@ def _train_then_restart(toy_networks, tmp_path: Path, *, seed: int, **restart) -
     return data, read_denoiser_weights(first / "w.npz"), read_denoiser_weights(second / "w.npz")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flip", [False, True], ids=["plain", "mirrored-batches"])
 def test_denoiser_training_resumes_exactly_from_its_checkpoint(toy_networks, tmp_path: Path, flip: bool) -> None:
     """4 steps in one run equal 2 steps, a new process (a new classifier), then 2 more from the checkpoint

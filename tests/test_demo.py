@@ -45,6 +45,7 @@ def test_sample_photos_are_classified_as_their_hand_checked_labels() -> None:
     assert all(photo.target_class != photo.true_label for photo in SAMPLE_PHOTOS)
 
 
+@pytest.mark.e2e
 def test_white_box_attacks_meet_the_issue_thresholds(demo_run: tuple[DemoLayout, str]) -> None:
     layout, _ = demo_run
     dataset = read_dataset_csv(layout.dataset_csv).set_index("ImageId")
@@ -57,6 +58,7 @@ def test_white_box_attacks_meet_the_issue_thresholds(demo_run: tuple[DemoLayout,
     assert hit_rate >= 0.95
 
 
+@pytest.mark.e2e
 def test_demo_prints_the_figures_and_writes_inputs_within_eps(demo_run: tuple[DemoLayout, str]) -> None:
     layout, printed = demo_run
     count = len(SAMPLE_PHOTOS)
@@ -76,6 +78,7 @@ def test_demo_prints_the_figures_and_writes_inputs_within_eps(demo_run: tuple[De
             assert 0 < np.abs(attacked - clean).max() <= 16
 
 
+@pytest.mark.e2e
 def test_grid_and_page_show_every_photo_with_class_names(demo_run: tuple[DemoLayout, str]) -> None:
     layout, _ = demo_run
     with Image.open(layout.grid_png) as grid:

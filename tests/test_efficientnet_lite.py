@@ -130,6 +130,7 @@ def test_conversion_refuses_weights_of_another_model(tmp_path: Path) -> None:
 # --- the real models ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_logits_match_the_reference_implementation(classifier: Classifier) -> None:
     golden = np.load(GOLDEN_LOGITS)
     photos = _sample_photos()
@@ -161,6 +162,7 @@ def test_gradient_reaches_the_pixels(classifier: Classifier) -> None:
 # Lite0 only, to keep the suite short (about 20 s of CPU for 200 images; Lite1/2 take twice that):
 # Lite1 and Lite2 match the reference logits above to 1e-3; scripts/measure_efficientnet_lite.py
 # measures all three on the dev images.
+@pytest.mark.slow
 @pytest.mark.parametrize("classifier", ["efficientnet_lite0"], indirect=True)
 def test_dev_images_are_classified_as_well_as_by_the_reference(classifier: Classifier, shared_data: Path) -> None:
     frame = read_dataset_csv(shared_data / "dev_images.csv")
@@ -170,6 +172,7 @@ def test_dev_images_are_classified_as_well_as_by_the_reference(classifier: Class
     assert accuracy == pytest.approx(REFERENCE_DEV_ACCURACY[classifier.names[0]], abs=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classifier", ["efficientnet_lite0"], indirect=True)
 def test_images_the_model_gets_wrong_are_not_pushed_onto_their_true_class(classifier: Classifier, shared_data: Path) -> None:
     """The contract gives no true label, so a non-targeted attack moves away from the model's own

@@ -72,6 +72,7 @@ def outputs(inception_v3_checkpoint: Path, second_checkpoint: Path, pixels: np.n
     return results
 
 
+@pytest.mark.slow
 def test_two_checkpoints_of_one_architecture_give_each_alone_s_logits(outputs: dict[str, Outputs]) -> None:
     first, second, ensemble = outputs["first"].logits, outputs["second"].logits, outputs["ensemble"]
     assert not np.allclose(first, second)  # two different files
@@ -79,11 +80,13 @@ def test_two_checkpoints_of_one_architecture_give_each_alone_s_logits(outputs: d
     np.testing.assert_allclose(ensemble.members[1], second, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fused_logits_are_the_weighted_mean(outputs: dict[str, Outputs]) -> None:
     expected = 0.25 * outputs["first"].logits + 0.75 * outputs["second"].logits
     np.testing.assert_allclose(outputs["ensemble"].logits, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_ensemble_gradient_is_the_weighted_sum_of_the_members(outputs: dict[str, Outputs]) -> None:
     expected = 0.25 * outputs["first"].gradient + 0.75 * outputs["second"].gradient
     assert np.abs(expected).max() > 0
@@ -192,6 +195,7 @@ def _inputs(folder: Path, count: int) -> dict[str, np.ndarray]:
     return clean
 
 
+@pytest.mark.e2e
 def test_an_ensemble_attack_keeps_the_bound_writes_every_batch_and_reports_unreadable_inputs(
     tmp_path: Path, inception_v3_checkpoint: Path, second_checkpoint: Path
 ) -> None:
@@ -212,6 +216,7 @@ def test_an_ensemble_attack_keeps_the_bound_writes_every_batch_and_reports_unrea
         assert not np.array_equal(written, pixels)
 
 
+@pytest.mark.e2e
 def test_an_ensemble_defense_and_score_take_the_model_list_from_the_environment(
     tmp_path: Path, inception_v3_checkpoint: Path, second_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -207,6 +207,7 @@ def _ranked(scores: dict[str, int]) -> list[tuple[str, int]]:
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
+@pytest.mark.e2e
 def test_evaluate_end_to_end(arena: dict) -> None:
     result = CliRunner().invoke(evaluate_command, _arguments(arena, "--time-limit", "60", "--rules", "dev"))
     assert result.exit_code == 1, result.output  # bad submissions are reported
@@ -273,6 +274,7 @@ def test_evaluate_end_to_end(arena: dict) -> None:
     assert json.loads((out / "results.json").read_text())["matrices"] == results["matrices"]
 
 
+@pytest.mark.e2e
 def test_report_renders_in_chromium(arena: dict) -> None:
     chromium = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
     if chromium is None:
@@ -323,6 +325,7 @@ def test_resume_reruns_only_unfinished_pieces(arena: dict) -> None:
     assert {p.name: p.read_text() for p in arena["out"].glob("*.csv") if not p.name.endswith("results.csv")} == before
 
 
+@pytest.mark.e2e
 def test_hanging_attack_is_killed_and_scores_what_it_wrote(arena: dict) -> None:
     for name in ("crasher", "garbage", "broken_json", "no_metadata", "weird_type", "no_entry", "shift"):
         shutil.rmtree(arena["attacks"] / name)
@@ -366,6 +369,7 @@ def test_scoring_counts_missing_images_and_classifications() -> None:
     assert scores.clean_accuracy.set_index("DefenseName")["Correct"].to_dict() == {"d1": 2, "d2": 0}
 
 
+@pytest.mark.e2e
 def test_evaluate_on_ray(arena: dict) -> None:
     ray = pytest.importorskip("ray")
     for name in ("crasher", "garbage", "broken_json", "no_metadata", "weird_type", "no_entry"):
@@ -396,6 +400,7 @@ def test_epsilon_option_rejects_nonsense(arena: dict) -> None:
     assert result.exit_code == 2 and "cycle" in result.output
 
 
+@pytest.mark.e2e
 def test_samples_with_a_real_model(shared_data: Path, tmp_path: Path) -> None:
     """The shipped samples (noop, random noise, FGSM, the EfficientNet-Lite0 defense) on two dev images."""
     dataset = tmp_path / "dataset"
@@ -557,6 +562,7 @@ def test_final_round_takes_png_outputs_only() -> None:
     assert final.rankings["attack"]["Score"].tolist() == [1] and dev.rankings["attack"]["Score"].tolist() == [2]
 
 
+@pytest.mark.e2e
 def test_final_round_files_and_rules_on_the_arena(arena: dict) -> None:
     """Default rules: the final round's files, compared with master.py's rule on the same images."""
     for name in ("broken_json", "no_metadata", "weird_type", "no_entry", "garbage"):

@@ -66,6 +66,7 @@ def test_logits_are_in_label_order_and_predictions_are_labels(classifier: Classi
     np.testing.assert_allclose(classifier.logits(images.astype(np.float32)), logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradient_flows_back_through_the_resize_of_odd_sizes(classifier: Classifier) -> None:
     odd = np.random.default_rng(1).integers(0, 256, size=(2, 180, 240, 3), dtype=np.uint8)
     gradient = classifier.gradient_function(cross_entropy)(odd, classifier.predict(odd))
@@ -76,6 +77,7 @@ def test_gradient_flows_back_through_the_resize_of_odd_sizes(classifier: Classif
     assert not np.allclose(diverse, classifier.gradient_function(cross_entropy)(odd, np.array([1, 2])))
 
 
+@pytest.mark.slow
 def test_non_targeted_attack_changes_the_white_box_prediction(classifier: Classifier, images: np.ndarray) -> None:
     clean_labels = classifier.predict(images)
     adversarial = sign_gradient_attack(

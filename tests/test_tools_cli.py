@@ -50,6 +50,7 @@ def _assert_within_eps(output_dir: Path, clean: dict[str, np.ndarray], eps: floa
         assert np.abs(written - pixels.astype(np.int16)).max() <= eps, name
 
 
+@pytest.mark.e2e
 def test_console_script_positional_contract_with_broken_inputs(
     tmp_path: Path, inception_v3_checkpoint: Path, console_env: dict[str, str]
 ) -> None:
@@ -77,6 +78,7 @@ def test_console_script_positional_contract_with_broken_inputs(
     assert all(label.isdigit() and 1 <= int(label) <= 1000 for _, label in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eps", ["0", "2.5", "4", "255"])
 def test_epsilon_bound_on_decoded_pngs(tmp_path: Path, inception_v3_checkpoint: Path, eps: str) -> None:
     clean = _make_inputs(tmp_path / "in", count=2)
@@ -91,6 +93,7 @@ def test_epsilon_bound_on_decoded_pngs(tmp_path: Path, inception_v3_checkpoint: 
         assert all(np.array_equal(read_png(tmp_path / "out" / name), pixels) for name, pixels in clean.items())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "options",
     [["--method", "i-fgsm"], ["--method", "di-mi-fgsm"], ["--method", "ti-di-mi-fgsm"], ["--loss", "margin"]],
@@ -194,6 +197,7 @@ def test_checkpoint_of_another_model_is_one_line(tmp_path: Path, inception_v3_ch
     assert result.stderr.strip().count("\n") == 0 and "missing.ckpt" in result.stderr
 
 
+@pytest.mark.e2e
 def test_verbose_defense_names_each_predicted_class(tmp_path: Path, inception_v3_checkpoint: Path) -> None:
     from nips_adv.contract.labels import class_name
 

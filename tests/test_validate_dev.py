@@ -110,6 +110,7 @@ def test_defense_accuracy_against_its_threshold(tmp_path: Path, dev: tuple[Path,
     )
 
 
+@pytest.mark.e2e
 def test_attack_outputs_are_scored_by_the_model_after_clipping(tmp_path: Path, dev: tuple[Path, Path]) -> None:
     """The figure is Lite0's accuracy on the outputs clipped to the eps box, measured here independently."""
     from nips_adv.models.classifier import Classifier
@@ -136,6 +137,7 @@ def test_attack_outputs_are_scored_by_the_model_after_clipping(tmp_path: Path, d
     assert missed.exit_code == 1 and "SCORE THRESHOLD MISSED: accuracy of efficientnet_lite0" in missed.output
 
 
+@pytest.mark.slow
 def test_targeted_attack_gets_the_dataset_targets_and_a_hit_rate(tmp_path: Path, dev: tuple[Path, Path]) -> None:
     from nips_adv.submission.dev_check import load_dev_set
     from nips_adv.submission.validate import validate_submission

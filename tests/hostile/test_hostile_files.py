@@ -56,6 +56,7 @@ def test_atomic_write_replaces_a_link_and_leaves_nothing_on_failure(tmp_path: Pa
     assert sorted(path.name for path in tmp_path.iterdir()) == ["link.txt", "target.txt"]
 
 
+@pytest.mark.e2e
 def test_defense_refuses_an_output_named_like_an_input_and_replaces_a_link(tmp_path: Path, inception_v3_checkpoint: Path) -> None:
     from nips_adv.cli.defense import defense_command
 

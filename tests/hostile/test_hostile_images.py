@@ -80,6 +80,7 @@ def test_pixel_budget_bounds_batches_of_large_distinct_sizes(tmp_path: Path) -> 
         set_max_pixels(None)
 
 
+@pytest.mark.e2e
 def test_tools_name_the_bomb_and_write_the_others(tmp_path: Path, inception_v3_checkpoint: Path) -> None:
     from nips_adv.cli.attack import attack_command
     from nips_adv.cli.defense import defense_command

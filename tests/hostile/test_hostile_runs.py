@@ -87,7 +87,7 @@ run_attack_submission(folder / "sub", metadata, folder, folder, 4, time_limit=fl
 """
 
 
-@pytest.mark.parametrize("runner_fate, time_limit", [(signal.SIGKILL, 600.0), (signal.SIGSTOP, 10.0)])
+@pytest.mark.parametrize("runner_fate, time_limit", [(signal.SIGKILL, 600.0), pytest.param(signal.SIGSTOP, 10.0, marks=pytest.mark.e2e)])
 def test_a_dead_or_frozen_runner_does_not_keep_its_run_alive(tmp_path: Path, runner_fate: int, time_limit: float) -> None:
     """SIGKILL: the keeper sees the pipe that only the runner held close, and ends the run at once.
 
@@ -130,6 +130,7 @@ with piece_lock(folder / "piece"):
 """
 
 
+@pytest.mark.e2e
 def test_a_killed_evaluates_piece_stays_locked_until_its_run_is_gone(tmp_path: Path) -> None:
     """A resumed evaluate must not share a piece folder with the keeper of a SIGKILLed one."""
     import fcntl
