@@ -946,3 +946,18 @@ def test_train_denoiser_with_no_readable_image_fails_in_one_line_and_leaves_no_f
     result = CliRunner().invoke(train_denoiser_command, [str(tmp_path / "w.npz"), "--images", str(tmp_path / "images"), "--no-skimage", "-q"])
     assert result.exit_code == 2 and result.stderr.splitlines()[-1].endswith("none of the 1 training images could be read")
     assert not (tmp_path / "w.npz").exists() and not (tmp_path / "w.npz.work").exists()
+
+
+def test_denoiser_files_of_any_name_come_one_option_each(tmp_path: Path) -> None:
+    odd = tmp_path / "lgd v2+final,lite:1.npz"
+    shutil.copyfile(PACKAGED_DENOISER, odd)
+    recipe = parse_recipe("crops,from:3,denoiser+crops", denoisers=[odd, PACKAGED_DENOISER])
+    assert recipe.branches[1].transform.transforms[0].paths == [odd, PACKAGED_DENOISER]
+    assert parse_recipe("denoiser", denoisers=[odd]).transform.paths == [odd]
+    _, inputs = tmp_path / "out.csv", tmp_path / "in"
+    inputs.mkdir()
+    write_png(np.zeros((8, 8, 3), np.uint8), inputs / "a.png")
+    missing = tmp_path / "gone, really.npz"
+    result = CliRunner().invoke(defense_command, [str(inputs), str(tmp_path / "out.csv"), "--denoiser", str(missing)])
+    assert result.exit_code == 2 and result.stderr.strip() == f"nips-defense: error: {missing}: denoiser weights file not found"
+    assert not (tmp_path / "out.csv").exists()

@@ -33,6 +33,15 @@ from .common import (
     f"[default: {DEFAULT_RECIPE}].",
 )
 @click.option(
+    "--denoiser",
+    "denoisers",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="WEIGHTS.npz",
+    help="Weights for the recipe's denoiser steps that name no file, any file name (repeat: one view per "
+    "file, averaged) [default: the packaged denoiser].",
+)
+@click.option(
     "--passes",
     type=click.IntRange(min=1),
     default=None,
@@ -52,6 +61,7 @@ def defense_command(
     output_file: Path,
     plain: bool,
     recipe: str | None,
+    denoisers: tuple[Path, ...],
     passes: int | None,
     time_budget: float | str | None,
     model_name: str,
@@ -91,7 +101,7 @@ def defense_command(
     try:
         # Recipe, weights and OUTPUT_FILE are checked before the model loads: a refusal is instant
         # and nothing is written.
-        chosen = parse_recipe("plain" if plain else recipe or DEFAULT_RECIPE, seed=seed)
+        chosen = parse_recipe("plain" if plain else recipe or DEFAULT_RECIPE, seed=seed, denoisers=denoisers)
         check_output_file(input_dir, output_file)
         logger.debug("recipe %s, seed %d%s", chosen.name, seed, f", passes {passes or DEFAULT_PASSES}" if chosen.random else "")
         budget_seconds = time_budget if isinstance(time_budget, float) else None

@@ -40,7 +40,7 @@ A sign-gradient attack given a ``DefendedClassifier`` attacks the defense itself
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,7 +122,7 @@ class Recipe:
         return np.searchsorted(np.asarray(self.levels), np.asarray(levels), side="right")
 
 
-def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
+def parse_recipe(text: str, *, seed: int | None = None, denoisers: Sequence[Path] = ()) -> Recipe:
     """The recipe ``text`` (``plain``, or steps joined by ``+``), its transforms built for one graph.
 
     Random steps take op seeds derived from ``seed`` so that a classifier built with the same graph
@@ -130,11 +130,13 @@ def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
     is exact, their backward pass the identity (only an adaptive evaluation differentiates them).
     A routed recipe (``RECIPE,from:LEVEL,RECIPE,...``) parses each branch with its own seeds. A final
     ``versus-plain`` step makes the transform also pass the image through as is (``WithOriginal``).
+    ``denoisers``: the weights a ``denoiser`` step naming no file uses (any file names; default the
+    packaged ones), as ``nips-defense --denoiser PATH`` gives them.
     Raises RecipeError (unknown step, bad parameter) or DenoiserWeightsError (bad weights file).
     """
     text = text.strip()
     if "," in text:
-        return _parse_routed(text, seed)
+        return _parse_routed(text, seed, denoisers)
     if text in ("plain", "none", ""):
         return Recipe("plain", None, False)
     steps: list[DefenseTransform] = []
@@ -172,7 +174,7 @@ def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
             elif name == "denoiser":
                 # Several files like a PATH variable (denoiser:a.npz:b.npz): one view per denoiser, averaged.
                 paths = [Path(path.strip()).expanduser() for path in argument.split(":") if path.strip()]
-                steps.append(DenoiserTransform(paths or [PACKAGED_DENOISER]))
+                steps.append(DenoiserTransform(paths or [Path(path).expanduser() for path in denoisers] or [PACKAGED_DENOISER]))
             else:
                 raise RecipeError(f"unknown recipe step {part.strip()!r} in {text!r}; steps: {', '.join(STEP_NAMES)} or plain")
         except ValueError as error:
@@ -185,7 +187,7 @@ def parse_recipe(text: str, *, seed: int | None = None) -> Recipe:
     return Recipe(text, transform, random)
 
 
-def _parse_routed(text: str, seed: int | None) -> Recipe:
+def _parse_routed(text: str, seed: int | None, denoisers: Sequence[Path]) -> Recipe:
     parts = [part.strip() for part in text.split(",")]
     branches: list[Recipe] = []
     levels: list[float] = []
@@ -194,7 +196,7 @@ def _parse_routed(text: str, seed: int | None) -> Recipe:
             if not part or part.startswith("from:"):
                 raise RecipeError(f"routed recipe {text!r}: expected a recipe at position {index + 1}, got {part!r}")
             branch_seed = None if seed is None else seed + 1000 * len(branches)
-            branches.append(parse_recipe(part, seed=branch_seed))
+            branches.append(parse_recipe(part, seed=branch_seed, denoisers=denoisers))
             continue
         keyword, _, argument = part.partition(":")
         try:
