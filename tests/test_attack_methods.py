@@ -340,3 +340,15 @@ def test_method_specs_parse_their_overrides_and_name_bad_ones() -> None:
 def test_a_plan_past_its_deadline_says_nothing_fits_without_a_negative_count(targeted: bool) -> None:
     plan = choose_plan(targeted=targeted, gradients_per_image=-0.4)
     assert plan.config is None and plan.reason.startswith("0 image-gradients per image fit")
+
+
+def test_copies_past_one_run_through_the_networks_are_refused_with_the_largest_that_fits() -> None:
+    from nips_adv.attacks.sign_gradient import images_per_run
+
+    with pytest.raises(ValueError, match="copies 100000: .* the largest that fits is 64"):
+        method_config("bsr", copies=100000)
+    assert method_config("bsr", copies=64).copies == 64
+    assert images_per_run(method_config("bsr", copies=20), (299, 299)) == 3
+    assert images_per_run(method_config("mi-fgsm"), (299, 299)) == 64
+    assert images_per_run(method_config("mi-fgsm"), (4096, 4096)) == 1  # alone, never none
+    assert images_per_run(method_config("mi-fgsm"), (598, 598)) == 16

@@ -961,3 +961,19 @@ def test_denoiser_files_of_any_name_come_one_option_each(tmp_path: Path) -> None
     result = CliRunner().invoke(defense_command, [str(inputs), str(tmp_path / "out.csv"), "--denoiser", str(missing)])
     assert result.exit_code == 2 and result.stderr.strip() == f"nips-defense: error: {missing}: denoiser weights file not found"
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_views_are_split_to_bound_each_run_and_large_images_shrink_to_the_network_first(toy_networks, pixels, monkeypatch) -> None:
+    import nips_adv.defenses.recipes as recipes
+    from nips_adv.contract.images import resize_pixels
+
+    with Classifier(toy_networks) as classifier:
+        whole = DefendedClassifier(classifier, parse_recipe("flip")).logits(pixels)
+        monkeypatch.setattr(recipes, "VIEWS_PER_RUN", 2)  # flip's two views: one image per run
+        np.testing.assert_allclose(DefendedClassifier(classifier, parse_recipe("flip")).logits(pixels), whole, rtol=1e-5, atol=1e-6)
+        big = np.random.default_rng(2).integers(0, 256, size=(2, 4 * SIDE, 3 * SIDE, 3)).astype(np.uint8)
+        shrunk = np.stack([resize_pixels(image, (SIDE, SIDE)) for image in big])
+        defended = DefendedClassifier(classifier, parse_recipe("flip"))
+        np.testing.assert_allclose(defended.logits(big), defended.logits(shrunk), rtol=1e-5, atol=1e-6)
+    with pytest.raises(RecipeError, match="makes 100 views of each image per pass; at most 2 go"):
+        parse_recipe("resize-pad:100")

@@ -146,6 +146,7 @@ def test_targeted_attack_without_target_file_is_a_usage_error(tmp_path: Path) ->
         (["nan"], "outside 0..255"),
         ([], "give MAX_EPSILON"),
         (["4", "--eps", "8"], "disagree"),
+        (["4", "--method", "bsr", "--copies", "100000"], "copies 100000: one image's copies must fit in one run"),
     ],
 )
 def test_bad_epsilon_is_a_usage_error(tmp_path: Path, arguments: list[str], message: str) -> None:

@@ -147,6 +147,11 @@ class SignGradientConfig:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.chunk_images < 1:
             raise ValueError(f"chunk images must be at least 1, got {self.chunk_images}")
+        if self.copies is not None and self.copies_per_gradient > self.chunk_images:
+            # The copies of one image go through the networks together: past the chunk, memory has no bound.
+            largest = self.chunk_images * self.copies // self.copies_per_gradient
+            raise ValueError(f"copies {self.copies}: one image's copies must fit in one run through the networks "
+                             f"({self.chunk_images} network inputs); the largest that fits is {largest}")
 
     @property
     def transform(self) -> Any:
@@ -308,7 +313,7 @@ def sign_gradient_attack(
         model.gradient_function(get_loss(config.loss), config.transform),
         labels,
         weights,
-        max(1, config.chunk_images // config.copies_per_gradient),
+        images_per_run(config, clean.shape[1:3]),
     )
     rng = np.random.default_rng(seed)
     tuning = VarianceTuning(config.variance_samples, config.variance_beta) if config.variance_samples else None
@@ -335,6 +340,17 @@ def sign_gradient_attack(
         adversarial += (direction * step) * np.sign(momentum)
         np.clip(adversarial, lower, upper, out=adversarial)
     return project_to_epsilon_box(adversarial, clean, eps)
+
+
+CHUNK_REFERENCE_PIXELS = 299 * 299
+"""``chunk_images`` counts image-copies of this size; larger images go through in proportionally fewer."""
+
+
+def images_per_run(config: SignGradientConfig, size: tuple[int, int]) -> int:
+    """Images per ``session.run``: ``config.chunk_images`` image-copies of 299x299, scaled down for larger
+    images (at least one image: a larger one still runs, alone)."""
+    pixels = max(1, int(size[0]) * int(size[1]))
+    return max(1, config.chunk_images * CHUNK_REFERENCE_PIXELS // (pixels * config.copies_per_gradient))
 
 
 def chunked_gradient(

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from ..contract.images import resize_pixels
 from .denoiser import DenoiserTransform
 from .eot import expectation_over_transformation
 from .noise_level import colour_noise_level
@@ -81,6 +82,10 @@ the undefended classifier's beliefs divided out where they disagree with the vie
 as an eps-16 attack leaves (README, "Defenses", has the figures and what it was compared with)."""
 DEFAULT_PASSES = 4
 """Random passes averaged per image by a random recipe, before the time budget lowers them."""
+
+VIEWS_PER_RUN = 64
+"""At most this many network inputs (views x images) per ``session.run``: a batch is split to fit, and a
+recipe making more views of one image per pass is refused (memory would have no bound)."""
 
 VERSUS_PLAIN_AGREEMENT = 3
 """``versus-plain`` leaves an image's views as they are when the undefended top class is among their
@@ -182,6 +187,9 @@ def parse_recipe(text: str, *, seed: int | None = None, denoisers: Sequence[Path
                 raise
             raise RecipeError(f"recipe step {part.strip()!r}: {error}") from None
     transform = steps[0] if len(steps) == 1 else Compose(steps)
+    if transform.copies + (1 if versus_plain else 0) > VIEWS_PER_RUN:
+        raise RecipeError(f"recipe {text!r} makes {transform.copies} views of each image per pass; at most {VIEWS_PER_RUN} "
+                          "go through the networks at once (fewer resize-pad views, or more --passes)")
     if versus_plain:
         return Recipe(text, WithOriginal(transform), random, versus_plain=versus_plain)
     return Recipe(text, transform, random)
@@ -248,9 +256,13 @@ class DefendedClassifier:
     def logits(self, pixels: np.ndarray, *, passes: int | None = None, stop: Callable[[], bool] | None = None) -> np.ndarray:
         """``(B, 1000)`` float32: log of the mean probability over all views of ``passes`` random passes
         (a routed recipe: of the branch each image goes to; plain: the classifier's logits). ``stop``
-        is asked before every pass after the first: True ends the averaging there (a time budget)."""
+        is asked before every pass after the first: True ends the averaging there (a time budget).
+
+        Images larger than the networks' input are first resized to it (bicubic), as the networks would:
+        the noise level, crops, noise and denoiser then cost what a 299-pixel image costs, so memory is
+        bounded by what the networks see, not by the image (a 4096x4096 image took ~20 GB otherwise)."""
+        pixels = _at_most_network_size(np.asarray(pixels), max(network.architecture.image_size for network in self.classifier.networks))
         if self.branches:
-            pixels = np.asarray(pixels)
             return self._routed(
                 pixels, lambda index, rows: _log_softmax(self.branches[index].logits(pixels[rows], passes=passes, stop=stop))
             )
@@ -264,7 +276,10 @@ class DefendedClassifier:
             if done > 1 and stop is not None and stop():
                 done -= 1
                 break
-            per_view = np.asarray(views(pixels), np.float64)  # (copies, B, 1000)
+            chunk = max(1, VIEWS_PER_RUN // int(self.recipe.transform.copies))
+            per_view = np.concatenate(  # (copies, B, 1000), the batch split so that each run sees VIEWS_PER_RUN inputs at most
+                [np.asarray(views(pixels[start : start + chunk]), np.float64) for start in range(0, len(pixels), chunk)], axis=1
+            )
             if self.recipe.versus_plain:
                 per_view, plain = per_view[:-1], per_view[-1]  # WithOriginal: the image as is comes last
             probabilities = np.exp(per_view - per_view.max(axis=2, keepdims=True))
@@ -355,6 +370,13 @@ class _VersusPlainLoss:
         divided = defended - self.power * tf.tile(tf.nn.log_softmax(plain), [self.views, 1])
         versus = tf.where(agree[:, None], defended, divided)
         return self.loss(versus, labels[: self.views * block], weights[: self.views * block])
+
+
+def _at_most_network_size(pixels: np.ndarray, size: int) -> np.ndarray:
+    """``pixels`` (B, H, W, 3), resized to (size, size) when H or W exceeds ``size``; others as they are."""
+    if pixels.ndim != 4 or (pixels.shape[1] <= size and pixels.shape[2] <= size):
+        return pixels
+    return np.stack([resize_pixels(np.clip(np.rint(image), 0, 255).astype(np.uint8), (size, size)) for image in pixels])
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
