@@ -6,11 +6,12 @@ Layout (one room per concern):
 - ``models``: architectures, the weights catalogue and the classifier (the only place with sessions).
 - ``attacks``: the one sign-gradient loop and the attack folder job.
 - ``defenses``: input transforms, the denoiser, recipes and the defense folder job.
-- ``jobs``: what the folder jobs share (batches, progress, JobReport).
+- ``jobs``: what the folder jobs share (batches, progress, JobReport, the time budget).
 - ``evaluation``: accuracy on a folder and the organisers' attack-versus-defense evaluation.
 - ``submission``: packaging, validating and running submissions; ``archives`` their zip/tar files.
 - ``download``: datasets and reference checkpoints.
-- ``cli``: thin click shells over the library; ``demo`` and ``bench`` are applications of it.
+- ``apps``: applications of the library: the demo and the bench.
+- ``cli``: thin click shells over the library.
 - ``api``: ``attack`` and ``classify``, numpy in and out, for notebooks; the objects below are the
   ones they use, importable from here (loaded on first use: importing nips_adv does not import TensorFlow).
 """
@@ -32,6 +33,7 @@ _EXPORTS = {
     "SignGradientConfig": "attacks.sign_gradient",
     "METHODS": "attacks.sign_gradient",
     "method_config": "attacks.sign_gradient",
+    "method_table": "attacks.sign_gradient",
     "attack_directory": "attacks.directory",
     "classify_directory": "defenses.directory",
     "list_models": "models.catalogue",

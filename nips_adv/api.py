@@ -60,9 +60,9 @@ def attack(
     """
     from .attacks.directory import attack_directory
     from .attacks.sign_gradient import SignGradientConfig, method_config
-    from .attacks.time_budget import TimeBudget, auto_budget_seconds
     from .contract.csv_files import write_label_file
     from .contract.epsilon import validate_epsilon
+    from .jobs.time_budget import TimeBudget, auto_budget_seconds
     from .models.classifier import Classifier
 
     pixels, single = _as_batch(images)

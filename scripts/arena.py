@@ -120,10 +120,10 @@ def main() -> int:
     import logging
 
     from nips_adv.attacks import attack_directory
-    from nips_adv.attacks.time_budget import TimeBudget, auto_budget_seconds
     from nips_adv.contract.csv_files import write_label_file
     from nips_adv.contract.images import list_png_files, read_png
     from nips_adv.evaluation.accuracy import read_dataset_labels
+    from nips_adv.jobs.time_budget import TimeBudget, auto_budget_seconds
     from nips_adv.models.classifier import Classifier
 
     logging.basicConfig(format="  %(message)s", level=logging.INFO)

@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from nips_adv.attacks.directory import attack_directory
 from nips_adv.attacks.plan import MAX_COPIES, NON_TARGETED_FAMILY, TARGETED_METHOD, choose_plan, cost_per_image
 from nips_adv.attacks.sign_gradient import METHODS, SignGradientConfig, chunked_gradient, method_config, sign_gradient_attack
-from nips_adv.attacks.time_budget import TimeBudget
 from nips_adv.cli.attack import attack_command, targeted_attack_command
 from nips_adv.contract.csv_files import write_label_file
 from nips_adv.contract.epsilon import max_perturbation
 from nips_adv.contract.images import read_png
+from nips_adv.jobs.time_budget import TimeBudget
 
 
 class QuadraticModel:
@@ -352,3 +352,16 @@ def test_copies_past_one_run_through_the_networks_are_refused_with_the_largest_t
     assert images_per_run(method_config("mi-fgsm"), (299, 299)) == 64
     assert images_per_run(method_config("mi-fgsm"), (4096, 4096)) == 1  # alone, never none
     assert images_per_run(method_config("mi-fgsm"), (598, 598)) == 16
+
+
+def test_the_docs_tables_are_the_registries() -> None:
+    from nips_adv.attacks.sign_gradient import METHOD_REGISTRY, method_table
+    from nips_adv.attacks.transforms import COPY_TRANSFORMS, copy_transform_table
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "attacks.md").read_text()
+    assert method_table() in docs and copy_transform_table() in docs
+    assert list(METHODS) == list(METHOD_REGISTRY) and all(method.paper and method.summary for method in METHOD_REGISTRY.values())
+    assert MAX_COPIES == {name: entry.plan_copies for name, entry in COPY_TRANSFORMS.items()}
+    for name, entry in COPY_TRANSFORMS.items():
+        made = SignGradientConfig(copy_transform=name, copies=3).transform
+        assert isinstance(made, entry.kind) and made.copies == (3 * 5 if name == "admix" else 3)  # Admix: 5 scales per mix

@@ -17,7 +17,7 @@ from nips_adv.cli.bench import bench_command
 @pytest.fixture
 def no_matmul_peak(monkeypatch: pytest.MonkeyPatch) -> None:
     """The 4096x4096 matmul peak takes ~15 s on 2 cores and is not what these tests check."""
-    from nips_adv import bench
+    from nips_adv.apps import bench
 
     monkeypatch.setattr(bench, "matmul_gflops", lambda: 50.0)
 

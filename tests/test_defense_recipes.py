@@ -486,8 +486,8 @@ def test_the_time_budget_lowers_the_random_passes_after_the_first_batch(tmp_path
     """Each image-pass costs 1 s on a fake clock; 10 images, 4 passes configured, 30 s in all."""
     from attack_fakes import FakeClock, write_inputs
 
-    from nips_adv.attacks.time_budget import TimeBudget
     from nips_adv.defenses.directory import classify_directory
+    from nips_adv.jobs.time_budget import TimeBudget
 
     write_inputs(tmp_path / "in", 10)
     clock = FakeClock()
@@ -503,8 +503,8 @@ def test_the_time_budget_binds_inside_a_batch_and_every_image_gets_a_row(tmp_pat
     """100000 passes on one batch stop at the deadline; a batch that starts after it gets the network alone."""
     from attack_fakes import FakeClock, write_inputs
 
-    from nips_adv.attacks.time_budget import TimeBudget
     from nips_adv.defenses.directory import classify_directory
+    from nips_adv.jobs.time_budget import TimeBudget
 
     write_inputs(tmp_path / "in", 4)
     clock = FakeClock()

@@ -16,11 +16,11 @@ from click.testing import CliRunner
 from markupsafe import escape
 from PIL import Image
 
+from nips_adv.apps.demo import SAMPLE_PHOTOS, DemoLayout, load_sample_photo
 from nips_adv.cli.main import main
 from nips_adv.contract.csv_files import read_dataset_csv, read_label_file
 from nips_adv.contract.images import read_png
 from nips_adv.contract.labels import class_name
-from nips_adv.demo import SAMPLE_PHOTOS, DemoLayout, load_sample_photo
 
 pytest.importorskip("skimage", reason="the demo's photos come with scikit-image (the demo extra)")
 
@@ -130,7 +130,7 @@ def test_demo_passes_an_ensemble_to_all_three_tools(tmp_path: Path, monkeypatch:
     """Stand-in tools record their command lines: each gets the same --model and --checkpoint lists."""
     import sys
 
-    from nips_adv import demo as demo_module
+    from nips_adv.apps import demo as demo_module
 
     log = tmp_path / "calls.txt"
     bin_dir = tmp_path / "bin"

@@ -15,13 +15,12 @@ from nips_adv.contract.csv_files import read_dataset_csv
 from nips_adv.contract.images import read_png
 from nips_adv.contract.labels import class_name
 from nips_adv.models import CheckpointError, get_model_spec, list_models
-from nips_adv.models.catalogue import default_checkpoint, prepare_weights
+from nips_adv.models.catalogue import default_checkpoint, packaged_file, prepare_weights
 from nips_adv.models.classifier import Classifier
 from nips_adv.models.efficientnet_lite import (
     VARIANTS,
     convert_efficientnet_lite,
     efficientnet_lite_blocks,
-    packaged_weight_file,
     same_padding,
     torch_to_tf_variables,
     variable_shapes,
@@ -92,7 +91,7 @@ def test_padding_is_tensorflow_same_at_the_native_size() -> None:
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_graph_variables_match_the_packaged_weights(name: str) -> None:
     variant = VARIANTS[name]
-    weights = torch_to_tf_variables(read_torch_state_dict(packaged_weight_file(variant)), name)
+    weights = torch_to_tf_variables(read_torch_state_dict(packaged_file(variant.name)), name)
     shapes = variable_shapes(variant)
     assert {key: value.shape for key, value in weights.items()} == shapes
     assert shapes[f"{name}/stem/conv/kernel"] == (3, 3, 3, 32)
@@ -121,7 +120,7 @@ def test_default_checkpoint_is_converted_once_into_the_cache_by_the_explicit_ste
 
 
 def test_conversion_refuses_weights_of_another_model(tmp_path: Path) -> None:
-    other = packaged_weight_file(VARIANTS["efficientnet_lite1"])
+    other = packaged_file("efficientnet_lite1")
     with pytest.raises(CheckpointError, match=f"{other} does not fit efficientnet_lite0"):
         convert_efficientnet_lite("efficientnet_lite0", tmp_path / "lite0.ckpt", weight_file=other)
     assert list(tmp_path.iterdir()) == []

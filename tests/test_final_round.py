@@ -47,7 +47,7 @@ def test_no_module_reaches_outside_the_package() -> None:
 
 
 def test_bench_prints_no_peer_figure_it_did_not_measure(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nips_adv import bench
+    from nips_adv.apps import bench
 
     monkeypatch.setitem(sys.modules, "cleverhans", None)  # not installed
     assert bench.cleverhans_mi_fgsm_throughput() is None

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from nips_adv.attacks.directory import attack_directory
 from nips_adv.attacks.sign_gradient import method_config
-from nips_adv.attacks.time_budget import TimeBudget, auto_budget_seconds
 from nips_adv.cli.attack import attack_command
 from nips_adv.contract.images import read_png, write_png
+from nips_adv.jobs.time_budget import TimeBudget, auto_budget_seconds
 
 
 def test_no_measurement_means_the_configured_iterations() -> None:

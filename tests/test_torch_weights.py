@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from nips_adv.models import CheckpointError
-from nips_adv.models.efficientnet_lite import VARIANTS, packaged_weight_file
+from nips_adv.models.catalogue import packaged_file
 from nips_adv.models.torch_weights import LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, WeightFileError, read_torch_state_dict
 
-LITE0_FILE = packaged_weight_file(VARIANTS["efficientnet_lite0"])
+LITE0_FILE = packaged_file("efficientnet_lite0")
 
 
 # --- a writer of both .pth formats, with stand-ins for torch's pickled names -----------------------------
@@ -128,7 +128,7 @@ def _check_sample(arrays: dict[str, np.ndarray]) -> None:
     [("efficientnet_lite0", 296, 4_652_008), ("efficientnet_lite1", 386, 5_416_680), ("efficientnet_lite2", 386, 6_092_072)],
 )
 def test_reads_the_packaged_weight_files(name: str, keys: int, parameters: int) -> None:
-    arrays = read_torch_state_dict(packaged_weight_file(VARIANTS[name]))
+    arrays = read_torch_state_dict(packaged_file(name))
     assert len(arrays) == keys
     learned = {key: value for key, value in arrays.items() if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))}
     # The published parameter counts of EfficientNet-Lite0/1/2 (4.65M, 5.42M, 6.09M).

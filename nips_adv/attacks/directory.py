@@ -14,10 +14,10 @@ from ..contract.csv_files import read_target_classes
 from ..contract.images import ImageBatch, iter_image_batches, list_png_files, write_png
 from ..contract.labels import class_name
 from ..jobs.folder_job import JobReport, input_batches
+from ..jobs.time_budget import TimeBudget
 from ..models.classifier import Classifier
 from .plan import choose_plan, cost_per_image, first_pass_config
 from .sign_gradient import AttackInterrupted, SignGradientConfig, sign_gradient_attack
-from .time_budget import TimeBudget
 
 logger = logging.getLogger("nips_adv")
 

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, replace
 
 from .sign_gradient import METHODS, SignGradientConfig
+from .transforms import COPY_TRANSFORMS
 
 NON_TARGETED_FAMILY = "bsr"
 """Non-targeted recipe: MI-FGSM with block shuffle and rotation copies (Wang et al. 2024), whose copies
@@ -32,8 +33,9 @@ per step grow with the budget. At 50 gradients per image and eps 4 it beat SI-NI
 pairings (README, "Choosing the default attack": 7 against 11 of 48, then 3 against 5 of 32)."""
 NON_TARGETED_ITERATIONS = 10
 """The transfer papers' 10 iterations; spare budget goes to more copies per step, not more steps."""
-MAX_COPIES = {"si": 5, "admix": 4, "bsr": 20, "sia": 20}
-"""Most copies per step worth paying for: SI's 6th scale is x/32, grey; BSR/SIA's papers use 20."""
+MAX_COPIES = {name: entry.plan_copies for name, entry in COPY_TRANSFORMS.items()}
+"""Most copies per step worth paying for, from the copy-transform registry: SI's 6th scale is x/32,
+grey; BSR/SIA's papers use 20."""
 MAX_VARIANCE_SAMPLES = 20
 """VMI/VNI's N = 20 (Wang & He 2021): the most variance-tuning samples a plan adds."""
 TARGETED_METHOD = "logit-ti-di-mi-fgsm"

@@ -32,18 +32,7 @@ import numpy as np
 from ..contract.epsilon import epsilon_box, project_to_epsilon_box
 from .gradient_rules import VarianceTuning, momentum_update, nesterov_point
 from .losses import LOSSES, get_loss, own_labels
-from .transforms import (
-    DEFAULT_DIVERSITY_SCALE,
-    Admix,
-    BlockShuffleRotation,
-    InputDiversity,
-    ScaleInvariance,
-    StructureInvariance,
-    compose,
-)
-
-COPY_TRANSFORMS = ("si", "admix", "bsr", "sia")
-"""Transforms that make several copies per step, by name (``copy_transform``, joined with '+')."""
+from .transforms import COPY_TRANSFORMS, DEFAULT_DIVERSITY_SCALE, InputDiversity, compose
 
 DEFAULT_CHUNK_IMAGES = 64
 """At most this many image-copies go through the networks in one ``session.run``: a batch of 16 with
@@ -156,7 +145,7 @@ class SignGradientConfig:
     @property
     def transform(self) -> Any:
         """The input transform each gradient sees: the copy transforms, then DI on every copy; None for none."""
-        parts = [_copy_transform(name, self.copies) for name in self.copy_transform.split("+") if name]
+        parts = [COPY_TRANSFORMS[name].make(self.copies) for name in self.copy_transform.split("+") if name]
         if self.diversity_prob > 0:
             parts.append(InputDiversity(probability=self.diversity_prob, scale=self.diversity_scale))
         return compose(*parts) if parts else None
@@ -181,40 +170,61 @@ class SignGradientConfig:
         return self.step_scale * eps / self.iterations
 
 
-def _copy_transform(name: str, copies: int | None) -> Any:
-    if name == "si":
-        return ScaleInvariance() if copies is None else ScaleInvariance(scales=copies)
-    if name == "admix":
-        return Admix() if copies is None else Admix(mixes=copies)
-    if name == "bsr":
-        return BlockShuffleRotation() if copies is None else BlockShuffleRotation(copies=copies)
-    return StructureInvariance() if copies is None else StructureInvariance(copies=copies)
+@dataclass(frozen=True)
+class Method:
+    """One entry of the method registry: the preset, one line on what it is, its paper."""
+
+    config: SignGradientConfig
+    summary: str
+    paper: str
 
 
-METHODS: dict[str, SignGradientConfig] = {
+METHOD_REGISTRY: dict[str, Method] = {
     # One step from the clean image, where the belief-weighted loss also pushes the runners-up down:
     # FGSM transfers better away from the prediction alone (crafted on EfficientNet-Lite0, 200 dev
     # images: Lite1/Lite2 accuracy 0.46/0.46 with 1 class, 0.485/0.49 with 5).
-    "fgsm": SignGradientConfig(iterations=1, decay=0.0, own_classes=1),
-    "i-fgsm": SignGradientConfig(iterations=10, decay=0.0),
-    "mi-fgsm": SignGradientConfig(iterations=10, decay=1.0),
-    "di-mi-fgsm": SignGradientConfig(iterations=10, decay=1.0, diversity_prob=0.5),
-    "ti-di-mi-fgsm": SignGradientConfig(iterations=10, decay=1.0, diversity_prob=0.5, ti_kernel_size=7),
-    "ni-fgsm": SignGradientConfig(iterations=10, decay=1.0, nesterov=True),
-    "si-ni-fgsm": SignGradientConfig(iterations=10, decay=1.0, nesterov=True, copy_transform="si"),
-    "si-ni-ti-di-fgsm": SignGradientConfig(
-        iterations=10, decay=1.0, nesterov=True, copy_transform="si", diversity_prob=0.5, ti_kernel_size=7
+    "fgsm": Method(SignGradientConfig(iterations=1, decay=0.0, own_classes=1), "one step of the whole eps",
+                   "Goodfellow et al. 2015, arXiv 1412.6572"),
+    "i-fgsm": Method(SignGradientConfig(iterations=10, decay=0.0), "iterative, 10 steps of eps/10", "Kurakin et al. 2017, arXiv 1607.02533"),
+    "mi-fgsm": Method(SignGradientConfig(iterations=10, decay=1.0), "with momentum (decay 1.0)", "Dong et al. 2018, arXiv 1710.06081"),
+    "di-mi-fgsm": Method(SignGradientConfig(iterations=10, decay=1.0, diversity_prob=0.5), "MI-FGSM with input diversity (p 0.5)",
+                         "Xie et al. 2019, arXiv 1803.06978"),
+    "ti-di-mi-fgsm": Method(SignGradientConfig(iterations=10, decay=1.0, diversity_prob=0.5, ti_kernel_size=7),
+                            "DI-MI-FGSM with translation invariance (7x7 kernel)", "Dong et al. 2019, arXiv 1904.02884"),
+    "ni-fgsm": Method(SignGradientConfig(iterations=10, decay=1.0, nesterov=True), "MI-FGSM at the Nesterov look-ahead",
+                      "Lin et al. 2020, arXiv 1908.06281"),
+    "si-ni-fgsm": Method(SignGradientConfig(iterations=10, decay=1.0, nesterov=True, copy_transform="si"), "NI-FGSM on 5 scale copies",
+                         "Lin et al. 2020, arXiv 1908.06281"),
+    "si-ni-ti-di-fgsm": Method(
+        SignGradientConfig(iterations=10, decay=1.0, nesterov=True, copy_transform="si", diversity_prob=0.5, ti_kernel_size=7),
+        "SI-NI-FGSM with DI and TI", "Lin et al. 2020, arXiv 1908.06281",
     ),
-    "vmi-fgsm": SignGradientConfig(iterations=10, decay=1.0, variance_samples=20),
-    "vni-fgsm": SignGradientConfig(iterations=10, decay=1.0, nesterov=True, variance_samples=20),
-    "admix": SignGradientConfig(iterations=10, decay=1.0, copy_transform="admix"),
-    "bsr": SignGradientConfig(iterations=10, decay=1.0, copy_transform="bsr"),
-    "sia": SignGradientConfig(iterations=10, decay=1.0, copy_transform="sia"),
-    "logit-ti-di-mi-fgsm": SignGradientConfig(
-        iterations=300, decay=1.0, diversity_prob=0.5, ti_kernel_size=5, loss="logit", step_fraction=1 / 8
+    "vmi-fgsm": Method(SignGradientConfig(iterations=10, decay=1.0, variance_samples=20), "MI-FGSM with variance tuning (20 samples)",
+                       "Wang & He 2021, arXiv 2103.15571"),
+    "vni-fgsm": Method(SignGradientConfig(iterations=10, decay=1.0, nesterov=True, variance_samples=20), "NI-FGSM with variance tuning",
+                       "Wang & He 2021, arXiv 2103.15571"),
+    "admix": Method(SignGradientConfig(iterations=10, decay=1.0, copy_transform="admix"), "MI-FGSM on 3 mixes x 5 scales",
+                    "Wang et al. 2021, arXiv 2102.00436"),
+    "bsr": Method(SignGradientConfig(iterations=10, decay=1.0, copy_transform="bsr"), "MI-FGSM on 20 block-shuffled, rotated copies",
+                  "Wang et al. 2024, arXiv 2308.10299"),
+    "sia": Method(SignGradientConfig(iterations=10, decay=1.0, copy_transform="sia"), "MI-FGSM on 20 block-transformed copies",
+                  "Wang et al. 2023, arXiv 2309.14700"),
+    "logit-ti-di-mi-fgsm": Method(
+        SignGradientConfig(iterations=300, decay=1.0, diversity_prob=0.5, ti_kernel_size=5, loss="logit", step_fraction=1 / 8),
+        "the logit loss, DI, TI (5x5), 300 steps of eps/8 (targeted transfer)", "Zhao et al. 2021, arXiv 2012.11207",
     ),
 }
+"""Every attack method, one entry each: the loop runs its config, the CLI lists it, docs/attacks.md's table
+is ``method_table()``. A new method is one entry here (and its tests)."""
+
+METHODS: dict[str, SignGradientConfig] = {name: method.config for name, method in METHOD_REGISTRY.items()}
 """Named presets, as non-targeted attacks run them; ``method_config`` adapts them to targeted ones."""
+
+
+def method_table() -> str:
+    """The methods as the Markdown table of docs/attacks.md (a test keeps the two equal)."""
+    rows = [f"| `{name}` | {method.summary} | {method.paper} |" for name, method in METHOD_REGISTRY.items()]
+    return "\n".join(["| Method | What it is | Paper |", "|---|---|---|", *rows])
 
 TARGETED_ITERATIONS = 20
 """Iterative presets take more steps when targeted: reaching one given class takes longer than leaving one."""

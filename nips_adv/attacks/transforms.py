@@ -23,6 +23,7 @@ TensorFlow is imported lazily (through ``nips_adv.models.tf_compat``), so import
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -503,14 +504,44 @@ def compose(*transforms: Any) -> Any:
     return Composed(tuple(transforms))
 
 
-TRANSFORMS = {
-    "identity": Identity,
-    "di": InputDiversity,
-    "si": ScaleInvariance,
-    "admix": Admix,
-    "bsr": BlockShuffleRotation,
-    "sia": StructureInvariance,
+@dataclass(frozen=True)
+class CopyTransform:
+    """One entry of the copy-transform registry: everything the loop, the plan, the CLI and the docs need."""
+
+    name: str
+    kind: Callable[..., Any]
+    """The transform class; ``copies_field`` is its constructor's argument for the number of copies."""
+    copies_field: str
+    copies_are: str
+    """What one "copy" is for this transform, in the CLI's and the docs' words."""
+    plan_copies: int
+    """The most copies per step the default plan buys (more were not worth their gradients)."""
+    paper: str
+
+    def make(self, copies: int | None = None) -> Any:
+        """The transform with its paper's settings, and ``copies`` copies when given."""
+        return self.kind() if copies is None else self.kind(**{self.copies_field: copies})
+
+
+COPY_TRANSFORMS: dict[str, CopyTransform] = {
+    entry.name: entry
+    for entry in (
+        CopyTransform("si", ScaleInvariance, "scales", "scales x / 2^i", 5, "Lin et al. 2020, arXiv 1908.06281"),
+        CopyTransform("admix", Admix, "mixes", "mixes with other images (5 scales each)", 4, "Wang et al. 2021, arXiv 2102.00436"),
+        CopyTransform("bsr", BlockShuffleRotation, "copies", "block-shuffled and rotated copies", 20, "Wang et al. 2024, arXiv 2308.10299"),
+        CopyTransform("sia", StructureInvariance, "copies", "block-transformed copies", 20, "Wang et al. 2023, arXiv 2309.14700"),
+    )
 }
+"""The transforms that make several copies of each image per step: one entry each. A new one is a class
+above and an entry here; ``SignGradientConfig.copy_transform`` names them (joined with '+')."""
+
+def copy_transform_table() -> str:
+    """The copy transforms as the Markdown table of docs/attacks.md (a test keeps the two equal)."""
+    rows = [f"| `{entry.name}` | {entry.copies_are} | {entry.plan_copies} | {entry.paper} |" for entry in COPY_TRANSFORMS.values()]
+    return "\n".join(["| Copies of | What one copy is (`--copies`) | The plan's most | Paper |", "|---|---|---|---|", *rows])
+
+
+TRANSFORMS: dict[str, Callable[..., Any]] = {"identity": Identity, "di": InputDiversity, **{name: entry.kind for name, entry in COPY_TRANSFORMS.items()}}
 """Transforms by name, each with its paper's settings."""
 
 

@@ -12,8 +12,9 @@ import click
 from ..attacks.losses import LOSSES
 from ..attacks.plan import NON_TARGETED_FAMILY, TARGETED_METHOD
 from ..attacks.sign_gradient import METHODS, SignGradientConfig, method_config
-from ..attacks.time_budget import AUTO_BUDGET_FRACTION, CONTRACT_SECONDS_PER_IMAGE
+from ..attacks.transforms import COPY_TRANSFORMS
 from ..contract.constants import TARGET_CLASS_FILE
+from ..jobs.time_budget import AUTO_BUDGET_FRACTION, CONTRACT_SECONDS_PER_IMAGE
 from .common import (
     EpsilonType,
     TimeBudgetType,
@@ -61,14 +62,13 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
         default="auto",
         show_default=True,
         metavar="auto|METHOD",
-        help=f"auto: the time-budgeted plan; or one of {', '.join(METHODS)}. fgsm: one step of eps; i-fgsm: iterative; mi-fgsm: with "
-        "momentum; di-/ti-: input diversity, translation invariance; si-ni-: scale copies and Nesterov; "
-        "vmi-/vni-: variance tuning; admix, bsr, sia: copies mixed, block-shuffled and rotated, or "
-        "block-transformed; logit-ti-di-mi-fgsm: the logit loss, 300 small steps (targeted transfer).",
+        help=f"auto: the time-fitted plan; or one of {', '.join(METHODS)} (what each is, and its paper: "
+        "docs/attacks.md, or `python -c 'import nips_adv; print(nips_adv.method_table())'`).",
     )
     @click.option("--iterations", type=int, default=None, help="Gradient steps [default: the method's; fgsm: 1].")
     @click.option("--copies", type=int, default=None,
-                  help="Copies per step of si/admix/bsr/sia methods (SI scales, Admix mixes, BSR/SIA copies) [default: the paper's].")
+                  help="Copies per step of the methods that make them ("
+                  + "; ".join(f"{name}: {entry.copies_are}" for name, entry in COPY_TRANSFORMS.items()) + ") [default: the paper's].")
     @click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None, help="Pixels per step [default: the method's, e.g. MAX_EPSILON/iterations].")
     @click.option("--decay", type=click.FloatRange(min=0), default=None, help="Momentum decay of MI-FGSM [default: 1.0].")
     @click.option("--diversity-prob", type=click.FloatRange(0, 1), default=None, help="Probability of the DI transform per step.")
@@ -152,9 +152,9 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
         configure_logging(program, verbose=verbose)
 
         from ..attacks.directory import OutputDirError, attack_directory, check_output_dir
-        from ..attacks.time_budget import TimeBudget, auto_budget_seconds
         from ..contract.csv_files import ContractFileError
         from ..contract.images import list_png_files
+        from ..jobs.time_budget import TimeBudget, auto_budget_seconds
         from ..models.catalogue import ModelListError
         from ..models.checkpoints import CheckpointError
         from ..models.classifier import Classifier

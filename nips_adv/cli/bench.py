@@ -48,7 +48,7 @@ def bench_command(
     ensemble, each member's own float32 figure, the ensemble step's and its ratio to the members' sum; the default
     plan's step throughput and the plan a 100-image run would get; then the wall time of nips-attack with defaults
     on 100 images at eps 16, its plan lines and where its time went. Every figure is measured in this run."""
-    from ..bench import (
+    from ..apps.bench import (
         GRADIENT_FLOP_FACTOR,
         INCEPTION_V3_FORWARD_GFLOP,
         attack_wall_time,

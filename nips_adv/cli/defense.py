@@ -83,7 +83,6 @@ def defense_command(
     members = parse_model_option("nips-defense", model_name, checkpoint)
     configure_logging("nips-defense", verbose=verbose)
 
-    from ..attacks.time_budget import TimeBudget, auto_budget_seconds
     from ..contract.images import list_png_files
     from ..defenses.denoiser import DenoiserWeightsError
     from ..defenses.directory import check_output_file, classify_directory
@@ -93,6 +92,7 @@ def defense_command(
         RecipeError,
         parse_recipe,
     )
+    from ..jobs.time_budget import TimeBudget, auto_budget_seconds
     from ..models.catalogue import ModelListError
     from ..models.checkpoints import CheckpointError
     from ..models.classifier import Classifier

@@ -41,7 +41,7 @@ def demo_command(
     configure_logging("nips-adv demo", verbose=False)
     parse_model_option("nips-adv demo", model_name, checkpoint)  # a bad list: one line, exit 2, nothing written
 
-    from ..demo import DemoError, run_demo, summary_lines
+    from ..apps.demo import DemoError, run_demo, summary_lines
 
     if out_dir.exists() and not out_dir.is_dir():
         fail("nips-adv demo", f"--out {out_dir} exists and is not a folder")

@@ -245,3 +245,25 @@ def labelled_rows(table: DatasetTable, *, need_target: bool) -> tuple[list[Datas
         seen.add(row.image_id)
         rows.append(row)
     return rows, problems
+
+
+@dataclass(frozen=True)
+class DatasetLabels:
+    """TrueLabel and TargetClass by ImageId, from an official dataset CSV."""
+
+    true_labels: dict[str, int]
+    target_classes: dict[str, int]
+    problems: list[str]
+
+
+def read_dataset_labels(dataset_csv: Path) -> DatasetLabels:
+    """The labels of each dataset row; rows whose labels are not integers 1..1000 are named in ``problems``.
+
+    Raises ContractFileError when the CSV cannot be read or lacks a needed column.
+    """
+    rows, problems = labelled_rows(read_dataset(dataset_csv), need_target=True)
+    return DatasetLabels(
+        {row.image_id: row.true_label for row in rows if row.true_label is not None},
+        {row.image_id: row.target_class for row in rows if row.target_class is not None},
+        problems,
+    )

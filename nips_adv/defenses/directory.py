@@ -17,12 +17,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..attacks.time_budget import TimeBudget
 from ..contract.atomic import write_text_atomically
 from ..contract.constants import TARGET_CLASS_FILE
 from ..contract.csv_files import write_label_rows
 from ..contract.labels import class_name
 from ..jobs.folder_job import JobReport, input_batches
+from ..jobs.time_budget import TimeBudget
 
 logger = logging.getLogger("nips_adv")
 

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..contract.constants import DEFAULT_BATCH_SIZE
-from ..contract.csv_files import labelled_rows, read_dataset, read_label_file
+from ..contract.csv_files import DatasetLabels, read_dataset_labels, read_label_file
 from ..contract.images import image_id_of
+from ..contract.proportions import wilson_interval
 from ..jobs.folder_job import JobReport
 
 if TYPE_CHECKING:
@@ -111,28 +112,6 @@ class ScoreReport:
         }
 
 
-@dataclass(frozen=True)
-class DatasetLabels:
-    """TrueLabel and TargetClass by ImageId, from an official dataset CSV."""
-
-    true_labels: dict[str, int]
-    target_classes: dict[str, int]
-    problems: list[str]
-
-
-def read_dataset_labels(dataset_csv: Path) -> DatasetLabels:
-    """The labels of each dataset row; rows whose labels are not integers 1..1000 are named in ``problems``.
-
-    Raises ContractFileError when the CSV cannot be read or lacks a needed column.
-    """
-    rows, problems = labelled_rows(read_dataset(dataset_csv), need_target=True)
-    return DatasetLabels(
-        {row.image_id: row.true_label for row in rows if row.true_label is not None},
-        {row.image_id: row.target_class for row in rows if row.target_class is not None},
-        problems,
-    )
-
-
 def score_predictions(
     predictions: Mapping[str, int] | Iterable[tuple[str, int]],
     dataset: DatasetLabels,
@@ -202,13 +181,3 @@ __all__ = [
     "score_predictions",
     "wilson_interval",
 ]
-
-
-def wilson_interval(successes: int, count: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval (95% with the default ``z``) of the proportion ``successes / count``; (0, 1) for no count."""
-    if count <= 0:
-        return 0.0, 1.0
-    rate = successes / count
-    centre = (rate + z * z / (2 * count)) / (1 + z * z / count)
-    half = z / (1 + z * z / count) * (rate * (1 - rate) / count + z * z / (4 * count * count)) ** 0.5
-    return max(0.0, centre - half), min(1.0, centre + half)

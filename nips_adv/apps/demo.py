@@ -22,12 +22,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from .contract.constants import IMAGE_SIZE, TARGET_CLASS_FILE
-from .contract.csv_files import write_label_file
-from .contract.images import read_png, write_png
-from .contract.labels import class_name
-from .download.dataset import crop_and_resize
-from .evaluation.accuracy import ScoreReport, score_prediction_file
+from ..contract.constants import IMAGE_SIZE, TARGET_CLASS_FILE
+from ..contract.csv_files import write_label_file
+from ..contract.images import read_png, write_png
+from ..contract.labels import class_name
+from ..download.dataset import crop_and_resize
+from ..evaluation.accuracy import ScoreReport, score_prediction_file
 
 DEFAULT_MODEL = "efficientnet_lite0"
 DEFAULT_EPSILON = 16.0

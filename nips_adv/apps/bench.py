@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .contract.images import list_png_files, read_png, write_png
+from ..contract.images import list_png_files, read_png, write_png
 
 if TYPE_CHECKING:
-    from .models.classifier import Member
+    from ..models.classifier import Member
 
 INCEPTION_V3_FORWARD_GFLOP = 11.5
 """Multiply-adds x 2 of one 299x299 Inception V3 forward pass (5.7 G multiply-adds)."""
@@ -39,7 +39,7 @@ class Throughput:
 
 def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
     """fp32 GFLOP/s of a ``size`` x ``size`` matmul in a TensorFlow session (the best of ``repeats``)."""
-    from .models.tf_compat import tf, tf1
+    from ..models.tf_compat import tf, tf1
 
     graph = tf.Graph()
     with graph.as_default():
@@ -60,7 +60,7 @@ def gradient_throughput(
 ) -> Throughput:
     """Image-gradients per second (forward + backward to the pixels) of the classifier of ``members`` (one model or
     an ensemble, each Member with its checkpoint) at ``batch_size``, best of ``repeats``."""
-    from .models.classifier import Classifier
+    from ..models.classifier import Classifier
 
     pixels, labels = _gradient_inputs(batch_size)
     with Classifier.create(list(members), precision=precision) as model:
@@ -97,7 +97,7 @@ def ensemble_step(
     """
     from contextlib import ExitStack
 
-    from .models.classifier import Classifier
+    from ..models.classifier import Classifier
 
     pixels, labels = _gradient_inputs(batch_size)
     groups = [[member] for member in members] + [list(members)]
@@ -140,11 +140,11 @@ def plan_throughput(
     The estimate leaves out what only a real run measures (the first pass's one gradient per image,
     reading and writing), so the 100-image run's own plan lines are the figures to trust.
     """
-    from .attacks.directory import affordable_gradients
-    from .attacks.plan import MAX_COPIES, NON_TARGETED_FAMILY, choose_plan, cost_per_image
-    from .attacks.sign_gradient import METHODS, sign_gradient_attack
-    from .attacks.time_budget import auto_budget_seconds
-    from .models.classifier import Classifier
+    from ..attacks.directory import affordable_gradients
+    from ..attacks.plan import MAX_COPIES, NON_TARGETED_FAMILY, choose_plan, cost_per_image
+    from ..attacks.sign_gradient import METHODS, sign_gradient_attack
+    from ..jobs.time_budget import auto_budget_seconds
+    from ..models.classifier import Classifier
 
     family = METHODS[NON_TARGETED_FAMILY]
     config = replace(family, iterations=1, copies=MAX_COPIES[family.copy_transform.split("+")[0]])
@@ -172,7 +172,7 @@ def _gradient_inputs(batch_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _gradient_step(model, pixels: np.ndarray, labels: np.ndarray):
     """The attack's step on ``model`` (cross-entropy gradient w.r.t. the pixels), compiled and run once to warm up."""
-    from .attacks.losses import cross_entropy
+    from ..attacks.losses import cross_entropy
 
     gradient_of = model.gradient_function(cross_entropy)
     gradient_of(pixels, labels)
