@@ -255,3 +255,37 @@ def test_out_of_memory_is_one_line_and_keeps_what_was_written(
         assert len(lines) == 1 and "out of memory" in lines[0] and option in lines[0], result.stderr
         assert f"{written_first} outputs written and kept" in lines[0] and "Traceback" not in result.output
     assert (tmp_path / "out" / first).is_file() == bool(written_first)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("pgd:iterations=3", "unknown method 'pgd'; known: auto, fgsm"),
+        ("bsr:copies=5,colour=red", "'colour' is not a setting; settings: copies, copy_transform"),
+        ("bsr:iterations=many", "--method 'bsr:iterations=many':"),
+        ("auto:copies=5", "settings pin a recipe; give a method with them, e.g. bsr:copies=5"),
+        ("bsr:copies=0", "copies must be at least 1"),
+    ],
+)
+def test_a_bad_method_spec_is_one_line_and_writes_nothing(tmp_path: Path, spec: str, message: str) -> None:
+    _make_inputs(tmp_path / "in", count=1)
+    result = CliRunner().invoke(attack_command, [str(tmp_path / "in"), str(tmp_path / "out"), "4", "--method", spec])
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_method_spec_sets_the_recipe_and_options_override_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    import nips_adv.attacks.directory as attack_module
+    from nips_adv.models.classifier import Classifier
+
+    seen = []
+    monkeypatch.setattr(attack_module, "attack_directory", lambda *args, config, **kwargs: seen.append(config) or attack_module.JobReport())
+    monkeypatch.setattr(Classifier, "create", classmethod(lambda cls, *args, **kwargs: contextlib.nullcontext(None)))
+    _make_inputs(tmp_path / "in", count=1)
+    for extra in ([], ["--iterations", "7"]):
+        result = CliRunner().invoke(attack_command, [str(tmp_path / "in"), str(tmp_path / "out"), "4", "--method", "bsr:copies=5,iterations=20", *extra])
+        assert result.exit_code == 0, result.output
+    assert (seen[0].copy_transform, seen[0].copies, seen[0].iterations) == ("bsr", 5, 20)
+    assert (seen[1].copies, seen[1].iterations) == (5, 7)

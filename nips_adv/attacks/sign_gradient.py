@@ -263,7 +263,7 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, _, text = item.partition("=")
         if key not in known:
-            raise ValueError(f"{spec!r}: {key!r} is not a field of SignGradientConfig")
+            raise ValueError(f"{spec!r}: {key!r} is not a setting; settings: {', '.join(sorted(known - {'chunk_images'}))}")
         overrides[key] = _spec_value(text)
     return method, overrides
 

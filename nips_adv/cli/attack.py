@@ -11,7 +11,7 @@ import click
 
 from ..attacks.losses import LOSSES
 from ..attacks.plan import NON_TARGETED_FAMILY, TARGETED_METHOD
-from ..attacks.sign_gradient import METHODS, SignGradientConfig, method_config
+from ..attacks.sign_gradient import METHODS, SignGradientConfig, method_config, parse_method_spec
 from ..attacks.transforms import COPY_TRANSFORMS
 from ..contract.constants import TARGET_CLASS_FILE
 from ..jobs.time_budget import AUTO_BUDGET_FRACTION, CONTRACT_SECONDS_PER_IMAGE
@@ -61,8 +61,9 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
         "--method",
         default="auto",
         show_default=True,
-        metavar="auto|METHOD",
-        help=f"auto: the time-fitted plan; or one of {', '.join(METHODS)} (what each is, and its paper: "
+        metavar="auto|METHOD[:FIELD=VALUE,...]",
+        help=f"auto: the time-fitted plan; or one of {', '.join(METHODS)}, with settings if wanted "
+        "(bsr:copies=5,iterations=20; what each is, and its paper: "
         "docs/attacks.md, or `python -c 'import nips_adv; print(nips_adv.method_table())'`).",
     )
     @click.option("--iterations", type=int, default=None, help="Gradient steps [default: the method's; fgsm: 1].")
@@ -139,15 +140,21 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
             iterations=iterations, copies=copies, step_size=step_size, decay=decay, diversity_prob=diversity_prob,
             ti_kernel_size=ti_kernel, loss=loss, own_classes=own_classes,
         )
-        if method != "auto" and method not in METHODS:
-            fail(program, f"--method {method!r} is unknown; known: auto, {', '.join(METHODS)}")
+        name, _, settings = method.partition(":")
+        if name.strip() != "auto" and name.strip() not in METHODS:
+            fail(program, f"--method {method!r}: unknown method {name.strip()!r}; known: auto, {', '.join(METHODS)}")
+        if name.strip() == "auto" and settings:
+            fail(program, f"--method {method!r}: settings pin a recipe; give a method with them, e.g. {family}:{settings}")
         pinned = method != "auto" or any(value is not None for value in overrides.values())
         config: SignGradientConfig | None = None
         if pinned:
             try:
-                config = method_config(family if method == "auto" else method, targeted=targeted, **overrides)
-            except ValueError as error:
-                fail(program, str(error))
+                spec_name, spec_settings = parse_method_spec(family if method == "auto" else method)
+                # The options override the spec's settings, which override the preset's.
+                given = {key: value for key, value in overrides.items() if value is not None}
+                config = method_config(spec_name, targeted=targeted, **{**spec_settings, **given})
+            except (ValueError, TypeError) as error:
+                fail(program, f"--method {method!r}: {error}" if settings else str(error))
         members = parse_model_option(program, model_name, checkpoint)
         configure_logging(program, verbose=verbose)
 
