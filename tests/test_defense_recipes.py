@@ -13,6 +13,7 @@ from nips_adv.cli.defense import defense_command
 from nips_adv.contract.images import write_png
 from nips_adv.defenses.denoiser import DenoiserWeightsError
 from nips_adv.defenses.recipes import (
+    DEFAULT_RECIPE,
     PACKAGED_DENOISER,
     DefendedClassifier,
     RecipeError,
@@ -977,3 +978,41 @@ def test_views_are_split_to_bound_each_run_and_large_images_shrink_to_the_networ
         np.testing.assert_allclose(defended.logits(big), defended.logits(shrunk), rtol=1e-5, atol=1e-6)
     with pytest.raises(RecipeError, match="makes 100 views of each image per pass; at most 2 go"):
         parse_recipe("resize-pad:100")
+
+
+def test_the_step_registry_is_the_parser_the_docs_and_the_class_defaults() -> None:
+    from nips_adv.defenses.recipes import PRESETS, STEPS, step_table
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "defenses.md").read_text()
+    assert step_table() in docs
+    assert parse_recipe("resize-pad").transform == RandomResizePad(seed=None) and RandomResizePad().copies == 2
+    for name, step in STEPS.items():
+        if name != "denoiser" or PACKAGED_DENOISER.is_file():
+            assert parse_recipe(name).random == step.random
+    assert parse_recipe("routed").name == PRESETS["routed"] == DEFAULT_RECIPE
+    with pytest.raises(RecipeError, match="'flip:3': flip takes no argument"):
+        parse_recipe("flip:3")
+    with pytest.raises(RecipeError, match="'jpeg:high': 'high' is not an integer"):
+        parse_recipe("jpeg:high")
+
+
+def test_versus_plain_differentiates_the_function_that_classifies(toy_networks) -> None:
+    """Two views (the image and its mirror) and versus-plain: the adaptive gradient of log p(class 8) is the
+    central difference of DefendedClassifier.logits itself, the very function nips-defense classifies with."""
+    from nips_adv.models.tf_compat import tf
+
+    pixels = np.random.default_rng(21).integers(0, 256, size=(3, SIDE, SIDE, 3)).astype(np.float64)
+    with Classifier(toy_networks) as classifier:
+        defended = DefendedClassifier(classifier, parse_recipe("flip+versus-plain:0.7"))
+
+        def loss(logits, labels, weights):
+            return tf.reduce_sum(tf.nn.log_softmax(logits)[:, 7] * tf.cast(weights[:, 0], tf.float32))
+
+        gradient = defended.gradient_function(loss)(pixels, np.array([1, 2, 3]))
+        assert defended.gradient_function(loss) is not None and len(classifier._gradients) == 1  # compiled once
+        numeric = np.zeros_like(pixels)
+        for index in np.ndindex(pixels.shape):
+            step = np.zeros_like(pixels)
+            step[index] = 0.25
+            numeric[index] = (defended.logits(pixels + step)[:, 7].sum() - defended.logits(pixels - step)[:, 7].sum()) / 0.5
+        np.testing.assert_allclose(gradient, numeric, rtol=3e-2, atol=3e-3 * np.abs(numeric).max())

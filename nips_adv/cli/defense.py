@@ -28,9 +28,9 @@ from .common import (
     "--recipe",
     default=None,
     metavar="STEP[:ARG]+...",
-    help="Transforms in front of the classifier, left to right, e.g. jpeg:75+resize-pad:2, denoiser+crops, or recipes "
-    "routed by colour-noise level (RECIPE,from:LEVEL,RECIPE,...); steps and grammar: docs/defenses.md "
-    f"[default: {DEFAULT_RECIPE}].",
+    help="A preset (routed, denoised) or transforms in front of the classifier, left to right, e.g. jpeg:75+resize-pad:2, "
+    "or recipes routed by colour-noise level (RECIPE,from:LEVEL,RECIPE,...); steps and grammar: docs/defenses.md "
+    f"[default: routed = {DEFAULT_RECIPE}].",
 )
 @click.option(
     "--denoiser",

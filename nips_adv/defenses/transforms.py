@@ -28,8 +28,11 @@ if TYPE_CHECKING:
 class DefenseTransform(Protocol):
     """What the classifier's ``logits_function(transform)`` and ``gradient_function(loss, transform)`` accept."""
 
-    copies: int
-    name: str
+    @property
+    def copies(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
 
     def __call__(self, pixels: "tf.Tensor") -> "tf.Tensor":
         """``(B, H, W, 3)`` float32 0..255 -> ``(copies * B, H', W', 3)`` float32 0..255, copy-major."""
@@ -62,7 +65,7 @@ class RandomResizePad:
     flows to the pixels that were picked.
     """
 
-    copies: int = 1
+    copies: int = 2
     output_size: int = 331
     min_size: int = 299
     pad_value: float = 127.5
