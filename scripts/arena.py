@@ -107,6 +107,9 @@ def main() -> int:
     parser.add_argument("--eps", default=",".join(f"{eps:g}" for eps in FINAL_ROUND_EPS), help="Comma-separated eps values.")
     parser.add_argument("--eps-batch", type=int, default=100, help="Images per eps before cycling to the next [default: 100].")
     parser.add_argument("--all-eps", action="store_true", help="Every eps on every image instead of cycling.")
+    parser.add_argument("--split", choices=["tune", "confirm"], default=None,
+                        help="tune: dev images 1-100 by name, where choices are made; confirm: 101-200, where they are "
+                        "reported (sets --offset and --limit).")
     parser.add_argument("--offset", type=int, default=0, help="Skip the first N images (by name).")
     parser.add_argument("--limit", type=int, default=None, help="Use N images (by name, after --offset) [default: all].")
     parser.add_argument("--time-budget", default="auto",
@@ -140,6 +143,8 @@ def main() -> int:
     dataset = read_dataset_labels(arguments.dataset)
     true_labels, target_classes = dataset.true_labels, dataset.target_classes
     paths = [path for path in list_png_files(arguments.images) if path.stem in true_labels]
+    if arguments.split is not None:
+        arguments.offset, arguments.limit = (0, 100) if arguments.split == "tune" else (100, 100)
     paths = paths[arguments.offset :][: arguments.limit]
     names = [path.name for path in paths]
     groups = eps_groups(names, eps_values, arguments.eps_batch, arguments.all_eps)

@@ -56,7 +56,8 @@ for kind in attack targeted_attack defense; do
     "$NIPS_ADV" validate "$OUT/$kind.zip" --type "$kind" --docker --seed 0 --images "$DEV" --dataset "$CSV" \
         --num-images "$NUM_IMAGES" "${score[@]}" > "$OUT/$kind.validate.txt" 2>&1 || true
     entry="$(grep -o 'entry point [^;]*' "$OUT/$kind.validate.txt" | grep -E 'exited|exceeded|killed' | head -n 1)"
-    figure="$(grep -E 'accuracy of|hit rate of' "$OUT/$kind.validate.txt" | head -n 1 | sed 's/^ *- //')"
+    # A targeted attack's figure is its hit rate; the others', the accuracy.
+    figure="$( (grep -E 'hit rate of' "$OUT/$kind.validate.txt" || grep -E 'accuracy of' "$OUT/$kind.validate.txt") | head -n 1 | sed 's/^ *- //')"
     verdict="$(tail -n 1 "$OUT/$kind.validate.txt" | grep -E 'VALID|INVALID' || grep -E ': (VALID|INVALID)' "$OUT/$kind.validate.txt" | tail -n 1)"
     echo "validate --docker $kind, $NUM_IMAGES images: $((SECONDS - started)) s in all; $entry; $figure; $verdict"
 done

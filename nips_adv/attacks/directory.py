@@ -16,6 +16,7 @@ from ..contract.labels import class_name
 from ..jobs.folder_job import JobReport, input_batches
 from ..jobs.time_budget import TimeBudget
 from ..models.classifier import Classifier
+from .losses import own_labels
 from .plan import choose_plan, cost_per_image, first_pass_config
 from .sign_gradient import AttackInterrupted, SignGradientConfig, sign_gradient_attack
 
@@ -143,11 +144,16 @@ class _Job:
         before every iteration) the attack stops, nothing is written, and None is returned."""
         lookup_started = clock()
         labels = self.labels(batch)
+        weights = None
+        if labels is None and self.eps > 0:
+            # The model's own classes: a forward pass, timed as the batch's overhead, not as its gradients.
+            labels, weights = own_labels(self.model.logits(batch.pixels), config.own_classes)
         attack_started = clock()
         stop = None if deadline is None else (lambda: clock() >= deadline)
         try:
             adversarial = sign_gradient_attack(
-                self.model, batch.pixels, self.eps, labels=labels, targeted=self.targeted, config=config, seed=self.seed, stop=stop
+                self.model, batch.pixels, self.eps, labels=labels, targeted=self.targeted, config=config, seed=self.seed, stop=stop,
+                label_weights=weights,
             )
         except AttackInterrupted:
             return None

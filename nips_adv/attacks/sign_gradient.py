@@ -299,6 +299,7 @@ def sign_gradient_attack(
     config: SignGradientConfig,
     seed: int | None = 0,
     stop: Callable[[], bool] | None = None,
+    label_weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Attack a batch and return the adversarial images, uint8, within eps of ``clean``.
 
@@ -308,6 +309,8 @@ def sign_gradient_attack(
     classes on ``clean``, weighted by its probabilities (one forward pass), which avoids label leaking.
     ``seed`` seeds the numpy draws (VMI's neighbours); the transforms draw from the graph's seed.
     ``stop`` is asked before every iteration: True raises AttackInterrupted (a time budget's deadline).
+    ``label_weights``: the weight of each of ``labels``' columns (``own_labels`` gives both, so a caller can
+    look them up outside the attack's own clock); default ones.
     """
     lower, upper = epsilon_box(clean, eps)
     if labels is None and targeted:
@@ -318,7 +321,7 @@ def sign_gradient_attack(
         labels, weights = own_labels(model.logits(clean), config.own_classes)
     else:
         labels = np.asarray(labels).reshape(len(clean), -1)
-        weights = np.ones(labels.shape, np.float32)
+        weights = np.ones(labels.shape, np.float32) if label_weights is None else np.asarray(label_weights, np.float32).reshape(labels.shape)
     gradient_at = chunked_gradient(
         model.gradient_function(get_loss(config.loss), config.transform),
         labels,
