@@ -245,7 +245,7 @@ def test_out_of_memory_is_one_line_and_keeps_what_was_written(
     monkeypatch.setattr(defense_module, "classify_directory", classify_then_exhaust)
     monkeypatch.setattr(Classifier, "create", classmethod(lambda cls, *args, **kwargs: contextlib.nullcontext(None)))
     runs = [
-        (attack_command, [str(tmp_path / "in"), str(tmp_path / "out"), "8", "--method", "bsr", "--copies", "100000"], "--copies"),
+        (attack_command, [str(tmp_path / "in"), str(tmp_path / "out"), "8", "--method", "bsr", "--copies", "20"], "--copies"),
         (defense_command, [str(tmp_path / "in"), str(tmp_path / "out.csv"), "--passes", "100000"], "--passes"),
     ]
     for command, arguments, option in runs:
