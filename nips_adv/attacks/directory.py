@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -255,10 +256,15 @@ class _Job:
 
     def planned(self, batch_size: int, progress: bool, time_budget: TimeBudget) -> None:
         """The default: a one-step pass over every image, then the plan the time left affords, revised
-        after every refinement batch from the refinement's own measured speed (up or down)."""
+        after every refinement batch from the refinement's own measured speed (up or down). When every
+        image is refined and the time left buys a plan at least ``REROUND_FACTOR`` times as costly, another
+        round (at most ``MAX_ROUNDS``) overwrites them batch by batch; a batch it cannot finish keeps its
+        previous version."""
         clock = time_budget.clock
         first_budget = TimeBudget(deadline=time_budget.deadline, clock=clock)
-        self.run_pass(first_pass_config(self.targeted), batch_size, progress, first_budget, name="first pass")
+        # At least two batches, so that the speed the plan starts from is measured past the graph's compilation.
+        first_batch_size = max(1, min(batch_size, math.ceil(len(list_png_files(self.input_dir)) / 2)))
+        self.run_pass(first_pass_config(self.targeted), first_batch_size, progress, first_budget, name="first pass")
         done = [self.input_dir / name for name in _written_names(self.report, self.output_dir, self.input_dir)]
         if not done or not first_budget.measured or first_budget.steady_seconds_per_image_iteration <= 0:
             return
@@ -267,42 +273,56 @@ class _Job:
         refine.assume(seconds_per_image_iteration=first_budget.steady_seconds_per_image_iteration,  # FGSM: 1 gradient
                       seconds_per_image_overhead=first_budget.seconds_per_image_overhead)
         source = "the first pass"
-        config: SignGradientConfig | None = None
-        images_left = len(done)
         times = self.passes.setdefault("refinement", PassTimes())
-        batch_started = clock()
-        for batch in iter_image_batches(done, batch_size, lambda error: None):
-            times.io_seconds += clock() - batch_started
-            affordable = affordable_gradients(refine.seconds_left(), images_left, refine.seconds_per_image_overhead,
-                                              refine.seconds_per_image_iteration)
-            plan = choose_plan(targeted=self.targeted, gradients_per_image=affordable)
-            if plan.config != config:
-                logger.info(
-                    "plan%s: %s; %s (%.3f s per image-gradient measured on %s, %d images, %.0f s left)",
-                    "" if config is None else f" from {batch.names[0]} on", plan.description, plan.reason,
-                    refine.seconds_per_image_iteration, source, images_left, max(0.0, refine.seconds_left()),
-                )
-                config = plan.config
-            if config is None:
-                self.report.warn(
-                    f"time budget: no more than one step fits from {batch.names[0]} on; "
-                    f"{images_left} images keep their one-step version"
-                )
+        cost_of: dict[str, int] = {}  # image name -> the image-gradients its written version cost (absent: one step)
+        for round_number in range(1, MAX_ROUNDS + 1):
+            config: SignGradientConfig | None = None
+            kept = "their one-step version" if round_number == 1 else "the previous round's version"
+            images_left = len(done)
+            batch_started = clock()
+            for batch in iter_image_batches(done, batch_size, lambda error: None):
+                times.io_seconds += clock() - batch_started
+                affordable = affordable_gradients(refine.seconds_left(), images_left, refine.seconds_per_image_overhead,
+                                                  refine.seconds_per_image_iteration)
+                plan = choose_plan(targeted=self.targeted, gradients_per_image=affordable)
+                previous = max((cost_of.get(name, 1) for name in batch.names), default=1)
+                if round_number > 1 and (plan.config is None or cost_per_image(plan.config) < REROUND_FACTOR * previous):
+                    return  # no clearly stronger version fits: the rest keep the previous round's
+                if plan.config != config:
+                    logger.info(
+                        "plan%s%s: %s; %s (%.3f s per image-gradient measured on %s, %d images, %.0f s left)",
+                        f", round {round_number}" if round_number > 1 else "",
+                        "" if config is None else f" from {batch.names[0]} on", plan.description, plan.reason,
+                        refine.seconds_per_image_iteration, source, images_left, max(0.0, refine.seconds_left()),
+                    )
+                    config = plan.config
+                if config is None:
+                    self.report.warn(f"time budget: no more than one step fits from {batch.names[0]} on; {images_left} images keep {kept}")
+                    return
+                cost = cost_per_image(config)
+                attack_seconds = self.attack(batch, config, times, clock, deadline=time_budget.deadline)
+                if attack_seconds is None:
+                    self.report.warn(f"time budget: the plan ({plan.description}) was cut at the deadline from {batch.names[0]} on; "
+                                     f"{images_left} images keep {kept}")
+                    return
+                batch_ended = clock()
+                refine.record(images=len(batch.names), iterations=cost, attack_seconds=attack_seconds,
+                              other_seconds=batch_ended - batch_started - attack_seconds)
+                batch_started = batch_ended
+                images_left -= len(batch.names)
+                cost_of.update(dict.fromkeys(batch.names, cost))
+                source = "the refinement"
+            # Every image refined. The first batch's measure includes compiling the graphs, so a short folder
+            # (one batch or two) finishes early: spend what is left on a clearly stronger round, from clean again.
+            if affordable_gradients(refine.seconds_left(), len(done), refine.seconds_per_image_overhead,
+                                    refine.seconds_per_image_iteration) < REROUND_FACTOR * min(cost_of.values()):
                 return
-            cost = cost_per_image(config)
-            attack_seconds = self.attack(batch, config, times, clock, deadline=time_budget.deadline)
-            if attack_seconds is None:
-                self.report.warn(
-                    f"time budget: the plan ({plan.description}) was cut at the deadline from {batch.names[0]} on; "
-                    f"{images_left} images keep their one-step version"
-                )
-                return
-            batch_ended = clock()
-            refine.record(images=len(batch.names), iterations=cost, attack_seconds=attack_seconds,
-                          other_seconds=batch_ended - batch_started - attack_seconds)
-            batch_started = batch_ended
-            images_left -= len(batch.names)
-            source = "the refinement"
+
+
+MAX_ROUNDS = 3
+"""Refinement rounds at most: a folder the plan under-spent on gets another, stronger pass."""
+REROUND_FACTOR = 2.0
+"""Another round replaces an image's version only with a plan costing at least this many times as much."""
 
 
 def _warn_iterations(report: JobReport, budget: TimeBudget, first_name: str, iterations: int, configured: int,
