@@ -191,3 +191,30 @@ def test_the_configured_loss_reaches_every_gradient() -> None:
                          config=method_config("mi-fgsm", targeted=True, iterations=3, loss="margin"))
     assert [call["loss"] for call in model.calls] == ["margin"] * 3
     assert model.logits_calls == 0  # targets given: no forward pass for own classes
+
+
+class SizedModel(ScriptedModel):
+    """A ScriptedModel whose networks see ``input_side`` x ``input_side``."""
+
+    def __init__(self, gradients: list[np.ndarray], input_side: int) -> None:
+        super().__init__(gradients)
+        self.input_side = input_side
+
+
+def test_an_image_far_larger_than_the_input_is_attacked_at_the_input_size() -> None:
+    clean = _clean((1, 50, 40, 3))
+    gradient = np.ones((1, 8, 8, 3), np.float32)  # brighten everything, seen at 8x8
+    model = SizedModel([gradient], input_side=8)
+    adversarial = sign_gradient_attack(model, clean, 6, labels=None, targeted=False, config=METHODS["mi-fgsm"])
+    assert {call["pixels"].shape for call in model.calls} == {(1, 8, 8, 3)}
+    assert adversarial.shape == clean.shape and adversarial.dtype == np.uint8
+    assert max_perturbation(adversarial, clean) <= 6
+    moved = adversarial.astype(int) - clean
+    assert (moved[clean < 200] > 0).mean() > 0.95  # the enlarged perturbation keeps the gradient's sign
+
+
+def test_an_image_up_to_twice_the_input_side_is_attacked_at_its_own_size() -> None:
+    clean = _clean((1, 16, 12, 3))
+    model = SizedModel([np.ones(clean.shape, np.float32)], input_side=8)
+    sign_gradient_attack(model, clean, 6, labels=np.array([1]), targeted=False, config=METHODS["fgsm"])
+    assert model.calls[0]["pixels"].shape == clean.shape

@@ -19,7 +19,7 @@ from ..jobs.time_budget import TimeBudget
 from ..models.classifier import Classifier
 from .losses import own_labels
 from .plan import choose_plan, cost_per_image, first_pass_config
-from .sign_gradient import AttackInterrupted, SignGradientConfig, sign_gradient_attack
+from .sign_gradient import AttackInterrupted, SignGradientConfig, shrunk_for_attack, sign_gradient_attack
 
 logger = logging.getLogger("nips_adv")
 
@@ -148,7 +148,7 @@ class _Job:
         weights = None
         if labels is None and self.eps > 0:
             # The model's own classes: a forward pass, timed as the batch's overhead, not as its gradients.
-            labels, weights = own_labels(self.model.logits(batch.pixels), config.own_classes)
+            labels, weights = own_labels(self.model.logits(shrunk_for_attack(self.model, batch.pixels)), config.own_classes)
         attack_started = clock()
         stop = None if deadline is None else (lambda: clock() >= deadline)
         try:
@@ -359,7 +359,7 @@ def _known_labels(
     missing = [index for index, name in enumerate(names) if name not in known]
     labels = np.array([known.get(name, 0) for name in names], dtype=np.int64)
     if missing:
-        logits = model.logits(pixels[missing])
+        logits = model.logits(shrunk_for_attack(model, pixels[missing]))
         fallback = (np.argmin(logits, axis=1) if targeted else np.argmax(logits, axis=1)) + 1
         for index, label in zip(missing, fallback):
             if targeted:

@@ -28,8 +28,10 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 import numpy as np
+from PIL import Image
 
 from ..contract.epsilon import epsilon_box, project_to_epsilon_box
+from ..contract.images import resize_pixels
 from .gradient_rules import VarianceTuning, momentum_update, nesterov_point
 from .losses import LOSSES, get_loss, own_labels
 from .transforms import COPY_TRANSFORMS, DEFAULT_DIVERSITY_SCALE, InputDiversity, compose
@@ -311,7 +313,18 @@ def sign_gradient_attack(
     ``stop`` is asked before every iteration: True raises AttackInterrupted (a time budget's deadline).
     ``label_weights``: the weight of each of ``labels``' columns (``own_labels`` gives both, so a caller can
     look them up outside the attack's own clock); default ones.
+
+    Images more than ``LARGE_IMAGE_FACTOR`` times larger than the model's input (``model.input_side``,
+    when it has one) are attacked at that input size and their perturbation enlarged to theirs
+    (``attack_at_input_size``): time and memory follow what the networks see, not the image.
     """
+    input_side = attack_side(model, clean)
+    if input_side is not None:
+        return attack_at_input_size(
+            lambda small: sign_gradient_attack(model, small, eps, labels=labels, targeted=targeted, config=config, seed=seed,
+                                               stop=stop, label_weights=label_weights),
+            clean, eps, int(input_side),
+        )
     lower, upper = epsilon_box(clean, eps)
     if labels is None and targeted:
         raise ValueError("a targeted attack needs labels: the target classes")
@@ -353,6 +366,40 @@ def sign_gradient_attack(
         adversarial += (direction * step) * np.sign(momentum)
         np.clip(adversarial, lower, upper, out=adversarial)
     return project_to_epsilon_box(adversarial, clean, eps)
+
+
+LARGE_IMAGE_FACTOR = 2
+"""An image whose longer side exceeds this many times the model's input side is attacked at the input size;
+smaller ones (the contract's 299x299 on any of the catalogue's networks) at their own."""
+
+
+def attack_side(model: GradientModel, pixels: np.ndarray) -> int | None:
+    """The side ``pixels`` (B, H, W, 3) are attacked at: None for their own, the model's input side when
+    their longer side exceeds ``LARGE_IMAGE_FACTOR`` times it."""
+    side = getattr(model, "input_side", None)
+    return int(side) if side and max(pixels.shape[1:3]) > LARGE_IMAGE_FACTOR * side else None
+
+
+def shrunk_for_attack(model: GradientModel, pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` as the attack sees them (``attack_side``): the model's own classes are read on these."""
+    side = attack_side(model, pixels)
+    return pixels if side is None else np.stack([resize_pixels(image, (side, side)) for image in pixels])
+
+
+def attack_at_input_size(attack: Callable[[np.ndarray], np.ndarray], clean: np.ndarray, eps: float, side: int) -> np.ndarray:
+    """``attack`` run on ``clean`` shrunk to ``side`` x ``side`` (bicubic, as the defense shrinks), its
+    perturbation enlarged back (bilinear: each value a convex mix of values within eps) and added to ``clean``."""
+    small = np.stack([resize_pixels(image, (side, side)) for image in clean])
+    perturbation = attack(small).astype(np.float32) - small
+    height, width = clean.shape[1:3]
+    enlarged = np.stack([
+        np.stack([
+            np.asarray(Image.fromarray(np.ascontiguousarray(channel), mode="F").resize((width, height), resample=Image.Resampling.BILINEAR))
+            for channel in np.moveaxis(image, 2, 0)
+        ], axis=2)
+        for image in perturbation
+    ])
+    return project_to_epsilon_box(clean + enlarged, clean, eps)
 
 
 CHUNK_REFERENCE_PIXELS = 299 * 299

@@ -28,10 +28,11 @@ def epsilon_box(clean: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
     for integer and non-integer eps alike.
     """
     eps = validate_epsilon(eps)
-    pixels = clean.astype(np.float64)
-    lower = np.clip(np.ceil(pixels - eps), 0, 255).astype(np.float32)
-    upper = np.clip(np.floor(pixels + eps), 0, 255).astype(np.float32)
-    return lower, upper
+    values = np.arange(256, dtype=np.float64)  # the bounds of each of the 256 clean values, looked up per pixel
+    lower = np.clip(np.ceil(values - eps), 0, 255).astype(np.float32)
+    upper = np.clip(np.floor(values + eps), 0, 255).astype(np.float32)
+    index = np.asarray(clean).astype(np.uint8, copy=False)
+    return lower[index], upper[index]
 
 
 def project_to_epsilon_box(adversarial: np.ndarray, clean: np.ndarray, eps: float) -> np.ndarray:
@@ -43,9 +44,12 @@ def project_to_epsilon_box(adversarial: np.ndarray, clean: np.ndarray, eps: floa
     if adversarial.shape != clean.shape:
         raise ValueError(f"adversarial shape {adversarial.shape} differs from clean shape {clean.shape}")
     lower, upper = epsilon_box(clean, eps)
-    rounded = np.rint(np.nan_to_num(adversarial.astype(np.float32), nan=0.0))
-    rounded = np.where(np.isnan(adversarial), clean.astype(np.float32), rounded)
-    return np.clip(rounded, lower, upper).astype(np.uint8)
+    rounded = np.rint(np.asarray(adversarial, dtype=np.float32))
+    missing = np.isnan(rounded)
+    if missing.any():
+        rounded[missing] = np.asarray(clean, dtype=np.float32)[missing]
+    np.clip(rounded, lower, upper, out=rounded)
+    return rounded.astype(np.uint8)
 
 
 def max_perturbation(adversarial: np.ndarray, clean: np.ndarray) -> int:

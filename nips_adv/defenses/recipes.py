@@ -307,6 +307,11 @@ class DefendedClassifier:
     def name(self) -> str:
         return self.recipe.name
 
+    @property
+    def input_side(self) -> int:
+        """The classifier's: the largest input side among its networks."""
+        return self.classifier.input_side
+
     def logits(self, pixels: np.ndarray, *, passes: int | None = None, stop: Callable[[], bool] | None = None) -> np.ndarray:
         """``(B, 1000)`` float32: log of the mean probability over all views of ``passes`` random passes
         (a routed recipe: of the branch each image goes to; plain: the classifier's logits). ``stop``
@@ -315,7 +320,7 @@ class DefendedClassifier:
         Images larger than the networks' input are first resized to it (bicubic), as the networks would:
         the noise level, crops, noise and denoiser then cost what a 299-pixel image costs, so memory is
         bounded by what the networks see, not by the image (a 4096x4096 image took ~20 GB otherwise)."""
-        pixels = _at_most_network_size(np.asarray(pixels), max(network.architecture.image_size for network in self.classifier.networks))
+        pixels = _at_most_network_size(np.asarray(pixels), self.input_side)
         if self.branches:
             return self._routed(
                 pixels, lambda index, rows: _log_softmax(self.branches[index].logits(pixels[rows], passes=passes, stop=stop))

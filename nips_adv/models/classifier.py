@@ -252,6 +252,11 @@ class Classifier:
     def networks(self) -> tuple[Network, ...]:
         return self._networks
 
+    @property
+    def input_side(self) -> int:
+        """The largest input side among the members: what the ensemble sees of any image, at most."""
+        return max(network.architecture.image_size for network in self._networks)
+
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """``(batch, 1000)`` float32 fused logits; column i is label i + 1."""
         return self._session.run(self._logits, {self._pixels: _as_float_pixels(pixels)})
