@@ -204,7 +204,7 @@ def test_an_ensemble_attack_keeps_the_bound_writes_every_batch_and_reports_unrea
     result = CliRunner().invoke(
         attack_command,
         [str(tmp_path / "in"), str(tmp_path / "out"), "7.5", "--model", "inception_v3,adv_inception_v3:0.5",
-         "--checkpoint", f"{inception_v3_checkpoint},{second_checkpoint}", "--iterations", "2", "--batch-size", "1",
+         "--checkpoint", f"{inception_v3_checkpoint},{second_checkpoint}", "--method", "bsr:iterations=2", "--batch-size", "1",
          "-q"],
     )
     assert result.exit_code == 1, result.output

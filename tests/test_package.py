@@ -101,7 +101,7 @@ def test_entry_point_calls_the_tool_like_the_organisers(tmp_path: Path, fake_che
     environment = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     for submission_type, entry_point in ENTRY_POINTS.items():
         packaged = package_submission(
-            submission_type, tmp_path / f"{submission_type}.zip", checkpoint=fake_checkpoint, tool_options=["--iterations", "2 3"]
+            submission_type, tmp_path / f"{submission_type}.zip", checkpoint=fake_checkpoint, tool_options=["--method", "bsr:iterations=2, copies=3"]
         )
         with extracted_archive(packaged.archive) as folder:
             arguments = ["/input_images", "/output_data/result.csv"] if submission_type == "defense" else ["/in", "/out", "16"]
@@ -111,7 +111,7 @@ def test_entry_point_calls_the_tool_like_the_organisers(tmp_path: Path, fake_che
             assert done.returncode == 0, done.stderr
             assert done.stdout.splitlines() == [
                 TOOLS[submission_type], *arguments, "--model", "inception_v3", "--checkpoint", f"{folder}/my_model.ckpt",
-                "--quiet", "--iterations", "2 3",
+                "--quiet", "--method", "bsr:iterations=2, copies=3",
                 *(["--recipe", DEFAULT_RECIPE, "--seed", "0"] if submission_type == "defense" else []),
             ]  # fmt: skip
             wrong = subprocess.run([f"./{entry_point}"], cwd=folder, env=environment, capture_output=True, text=True)
@@ -158,7 +158,7 @@ def test_package_cli(tmp_path: Path, fake_checkpoint: Path, monkeypatch: pytest.
     "submission_type, name, tool_options",
     [
         ("attack", "attack.zip", "--method fgsm"),
-        ("targeted_attack", "targeted_attack.tar.gz", "--method i-fgsm --iterations 2"),
+        ("targeted_attack", "targeted_attack.tar.gz", "--method i-fgsm:iterations=2"),
         ("defense", "defense.tar", ""),
     ],
 )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -253,8 +255,8 @@ def test_docker_command_line_is_the_organisers(tmp_path: Path) -> None:
 def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A ``docker`` on PATH that logs its arguments.
 
-    ``create`` exits $FAKE_DOCKER_STATUS and copies the folder mounted at /code to fake_bin/code_seen
-    (with its modes); ``start`` sleeps $FAKE_DOCKER_SLEEP seconds; ``kill`` stops it.
+    ``create`` copies the folder mounted at /code to fake_bin/code_seen (with its modes), sleeps
+    $FAKE_DOCKER_CREATE_SLEEP seconds and exits $FAKE_DOCKER_STATUS; ``start`` sleeps $FAKE_DOCKER_SLEEP seconds; ``kill`` stops it.
     """
     bin_dir = tmp_path / "fake_bin"
     bin_dir.mkdir()
@@ -263,7 +265,8 @@ def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     script.write_text(
         f'#!/bin/sh\necho "$@" >> {log}\n'
         'if [ "$1" = create ]; then for a in "$@"; do case "$a" in *:/code) '
-        f'cp -rp "${{a%:/code}}" {bin_dir}/code_seen;; esac; done; exit "${{FAKE_DOCKER_STATUS:-0}}"; fi\n'
+        f'cp -rp "${{a%:/code}}" {bin_dir}/code_seen;; esac; done; sleep "${{FAKE_DOCKER_CREATE_SLEEP:-0}}"; '
+        'exit "${FAKE_DOCKER_STATUS:-0}"; fi\n'
         f'if [ "$1" = start ]; then echo $$ > {bin_dir}/run.pid; sleep "${{FAKE_DOCKER_SLEEP:-0}}"; fi\n'
         f'if [ "$1" = kill ]; then pkill -P "$(cat {bin_dir}/run.pid)"; fi\n'
     )
@@ -297,8 +300,8 @@ def test_docker_defense_run_and_kill_past_limit(
     ]
     assert image_call == "image inspect img:gpu"  # a missing image is named before any container is made
     name = result.command[result.command.index("--name") + 1]
-    # The keeper removes the container at the limit; the runner makes sure afterwards.
-    assert start_call == f"start --attach {name}" and remove_calls == [f"rm -f {name}"] * 2
+    # The keeper removes the container at the limit (before and after ending the processes); the runner makes sure afterwards.
+    assert start_call == f"start --attach {name}" and remove_calls == [f"rm -f {name}"] * 3
     assert create_call.startswith("create --runtime=nvidia ") and "--network=none -m=24g --cpus=3.75" in create_call
     assert create_call.endswith("-w /code img:gpu ./run_defense.sh /input_images /output_data/result.csv")
     assert f"-v {tmp_path}/out:/output_data" in create_call
@@ -315,10 +318,43 @@ def test_docker_defense_run_and_kill_past_limit(
 
 def test_docker_engine_failure_is_a_runner_error(tmp_path: Path, fake_docker: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_DOCKER_STATUS", "125")
-    with pytest.raises(RunnerError, match="could not create the container \\(status 125\\)"):
+    with pytest.raises(RunnerError, match="could not create or start the container \\(status 125\\)"):
         run_attack_submission(
             tmp_path, METADATA, tmp_path, tmp_path / "out", 4, time_limit=30, log_dir=tmp_path / "logs", runner=Runner("docker")
         )
+
+
+KILLED_DOCKER_RUNNER = """
+import sys
+from pathlib import Path
+from nips_adv.submission.metadata import SubmissionMetadata
+from nips_adv.submission.runner import Runner, run_attack_submission
+metadata = SubmissionMetadata(type="attack", container="img", container_gpu="img:gpu", entry_point="run_attack.sh")
+folder = Path(sys.argv[1])
+run_attack_submission(folder, metadata, folder, folder / "out", 4, time_limit=600, log_dir=folder / "logs", runner=Runner("docker"))
+"""
+
+
+def test_a_runner_killed_while_docker_creates_leaves_no_container(
+    tmp_path: Path, fake_docker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_DOCKER_CREATE_SLEEP", "3")
+    runner = subprocess.Popen([sys.executable, "-c", KILLED_DOCKER_RUNNER, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 30
+        while not (fake_docker.is_file() and "create " in fake_docker.read_text()):
+            assert time.monotonic() < deadline and runner.poll() is None, "docker create was never called"
+            time.sleep(0.05)
+        os.kill(runner.pid, signal.SIGKILL)
+        calls = fake_docker.read_text().splitlines()
+        name = next(line for line in calls if line.startswith("create ")).split("--name ")[1].split()[0]
+        while f"rm -f {name}" not in fake_docker.read_text().splitlines():  # the keeper removes what was being created
+            assert time.monotonic() < deadline + 10, "the container was left behind"
+            time.sleep(0.05)
+        assert not any(line.startswith("start ") for line in fake_docker.read_text().splitlines())
+    finally:
+        runner.kill()
+        runner.wait()
 
 
 def test_docker_missing_is_a_runner_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -146,7 +146,7 @@ def test_the_tool_keeps_every_image_under_a_tiny_budget(tmp_path: Path, inceptio
     result = CliRunner().invoke(
         attack_command,
         [str(tmp_path / "in"), str(tmp_path / "out"), "8", "--checkpoint", str(inception_v3_checkpoint),
-         "--iterations", "3", "--batch-size", "1", "--time-budget", "0.5", "-q"],
+         "--method", "bsr:iterations=3", "--batch-size", "1", "--time-budget", "0.5", "-q"],
     )
     assert result.exit_code == 0, result.output
     # The model's restore alone outlasts 0.5 s: the one-step pass still writes every image; one line says so.

@@ -57,7 +57,7 @@ def test_console_script_positional_contract_with_broken_inputs(
     clean = _make_inputs(tmp_path / "in", odd_size=True, broken=True)
     completed = subprocess.run(
         ["nips-attack", str(tmp_path / "in"), str(tmp_path / "out"), "16", "--checkpoint", str(inception_v3_checkpoint),
-         "--iterations", "2", "--quiet"],
+         "--method", "bsr:iterations=2", "--quiet"],
         capture_output=True, text=True, env=console_env, timeout=600,
     )
     assert completed.returncode == 1, completed.stderr
@@ -95,15 +95,15 @@ def test_epsilon_bound_on_decoded_pngs(tmp_path: Path, inception_v3_checkpoint: 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "options",
-    [["--method", "i-fgsm"], ["--method", "di-mi-fgsm"], ["--method", "ti-di-mi-fgsm"], ["--loss", "margin"]],
+    "spec",
+    ["i-fgsm:iterations=2", "di-mi-fgsm:iterations=2", "ti-di-mi-fgsm:iterations=2", "bsr:iterations=2,loss=margin"],
 )
-def test_each_method_and_loss_runs_through_the_tool(tmp_path: Path, inception_v3_checkpoint: Path, options: list[str]) -> None:
+def test_each_method_and_loss_runs_through_the_tool(tmp_path: Path, inception_v3_checkpoint: Path, spec: str) -> None:
     clean = _make_inputs(tmp_path / "in", count=1)
     result = CliRunner().invoke(
         attack_command,
         [str(tmp_path / "in"), str(tmp_path / "out"), "8", "--checkpoint", str(inception_v3_checkpoint),
-         *options, "--iterations", "2", "-q"],
+         "--method", spec, "-q"],
     )
     assert result.exit_code == 0, result.output
     _assert_within_eps(tmp_path / "out", clean, 8)
@@ -116,7 +116,7 @@ def test_targeted_attack_reads_targets_and_falls_back_to_least_likely(tmp_path: 
     result = CliRunner().invoke(
         targeted_attack_command,
         [str(tmp_path / "in"), str(tmp_path / "out"), "12", "--checkpoint", str(inception_v3_checkpoint),
-         "--iterations", "2", "-q"],
+         "--method", "logit-ti-di-mi-fgsm:iterations=2", "-q"],
     )
     assert result.exit_code == 0, result.output
     assert "target_class.csv:2" in result.stderr
@@ -146,7 +146,7 @@ def test_targeted_attack_without_target_file_is_a_usage_error(tmp_path: Path) ->
         (["nan"], "outside 0..255"),
         ([], "give MAX_EPSILON"),
         (["4", "--eps", "8"], "disagree"),
-        (["4", "--method", "bsr", "--copies", "100000"], "copies 100000: one image's copies must fit in one run"),
+        (["4", "--method", "bsr:copies=100000"], "copies 100000: one image's copies must fit in one run"),
     ],
 )
 def test_bad_epsilon_is_a_usage_error(tmp_path: Path, arguments: list[str], message: str) -> None:
@@ -245,7 +245,7 @@ def test_out_of_memory_is_one_line_and_keeps_what_was_written(
     monkeypatch.setattr(defense_module, "classify_directory", classify_then_exhaust)
     monkeypatch.setattr(Classifier, "create", classmethod(lambda cls, *args, **kwargs: contextlib.nullcontext(None)))
     runs = [
-        (attack_command, [str(tmp_path / "in"), str(tmp_path / "out"), "8", "--method", "bsr", "--copies", "20"], "--copies"),
+        (attack_command, [str(tmp_path / "in"), str(tmp_path / "out"), "8", "--method", "bsr:copies=20"], "copies"),
         (defense_command, [str(tmp_path / "in"), str(tmp_path / "out.csv"), "--passes", "100000"], "--passes"),
     ]
     for command, arguments, option in runs:
@@ -265,6 +265,9 @@ def test_out_of_memory_is_one_line_and_keeps_what_was_written(
         ("bsr:iterations=many", "--method 'bsr:iterations=many':"),
         ("auto:copies=5", "settings pin a recipe; give a method with them, e.g. bsr:copies=5"),
         ("bsr:copies=0", "copies must be at least 1"),
+        ("bsr:iterations=0", "iterations must be at least 1"),
+        ("mi-fgsm:copies=2", "copies need a copy transform"),
+        ("bsr:loss=hinge", "loss must be one of"),
     ],
 )
 def test_a_bad_method_spec_is_one_line_and_writes_nothing(tmp_path: Path, spec: str, message: str) -> None:
@@ -274,7 +277,7 @@ def test_a_bad_method_spec_is_one_line_and_writes_nothing(tmp_path: Path, spec: 
     assert not (tmp_path / "out").exists()
 
 
-def test_a_method_spec_sets_the_recipe_and_options_override_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_method_spec_sets_the_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import contextlib
 
     import nips_adv.attacks.directory as attack_module
@@ -284,8 +287,8 @@ def test_a_method_spec_sets_the_recipe_and_options_override_it(tmp_path: Path, m
     monkeypatch.setattr(attack_module, "attack_directory", lambda *args, config, **kwargs: seen.append(config) or attack_module.JobReport())
     monkeypatch.setattr(Classifier, "create", classmethod(lambda cls, *args, **kwargs: contextlib.nullcontext(None)))
     _make_inputs(tmp_path / "in", count=1)
-    for extra in ([], ["--iterations", "7"]):
-        result = CliRunner().invoke(attack_command, [str(tmp_path / "in"), str(tmp_path / "out"), "4", "--method", "bsr:copies=5,iterations=20", *extra])
+    for spec in ("bsr:copies=5,iterations=20", "mi-fgsm:own_classes=1,step_size=2"):
+        result = CliRunner().invoke(attack_command, [str(tmp_path / "in"), str(tmp_path / "out"), "4", "--method", spec])
         assert result.exit_code == 0, result.output
     assert (seen[0].copy_transform, seen[0].copies, seen[0].iterations) == ("bsr", 5, 20)
-    assert (seen[1].copies, seen[1].iterations) == (5, 7)
+    assert (seen[1].copy_transform, seen[1].own_classes, seen[1].step_size) == ("", 1, 2)

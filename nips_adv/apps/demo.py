@@ -202,8 +202,8 @@ def run_demo(
         common.append("--quiet")
     # A white-box demonstration: the classic recipes with all their steps (the time-fitted default plan
     # spends most of a 5-image budget on start-up), and the model's own plain classification to score them.
-    attack_options = common + ["--method", "mi-fgsm", "--time-budget", "off"]
-    attack_options += ["--iterations", str(iterations)] if iterations is not None else []
+    method = "mi-fgsm" if iterations is None else f"mi-fgsm:iterations={iterations}"
+    attack_options = common + ["--method", method, "--time-budget", "off"]
     eps_text = f"{eps:g}"
     run_tool("nips-attack", [str(layout.images), str(layout.adversarial), eps_text, *attack_options])
     run_tool("nips-targeted-attack", [str(layout.images), str(layout.targeted), eps_text, *attack_options])

@@ -538,7 +538,7 @@ above and an entry here; ``SignGradientConfig.copy_transform`` names them (joine
 def copy_transform_table() -> str:
     """The copy transforms as the Markdown table of docs/attacks.md (a test keeps the two equal)."""
     rows = [f"| `{entry.name}` | {entry.copies_are} | {entry.plan_copies} | {entry.paper} |" for entry in COPY_TRANSFORMS.values()]
-    return "\n".join(["| Copies of | What one copy is (`--copies`) | The plan's most | Paper |", "|---|---|---|---|", *rows])
+    return "\n".join(["| Copies of | What one copy is (the `copies` setting) | The plan's most | Paper |", "|---|---|---|---|", *rows])
 
 
 TRANSFORMS: dict[str, Callable[..., Any]] = {"identity": Identity, "di": InputDiversity, **{name: entry.kind for name, entry in COPY_TRANSFORMS.items()}}

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import click
 
-from ..attacks.losses import LOSSES
 from ..attacks.plan import NON_TARGETED_FAMILY, TARGETED_METHOD
 from ..attacks.sign_gradient import METHODS, SignGradientConfig, method_config, parse_method_spec
-from ..attacks.transforms import COPY_TRANSFORMS
 from ..contract.constants import TARGET_CLASS_FILE
 from ..jobs.time_budget import AUTO_BUDGET_FRACTION, CONTRACT_SECONDS_PER_IMAGE
 from .common import (
@@ -46,9 +44,8 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
         Default (--method auto): the strongest recipe that fits the time budget on this machine: a
         one-step pass writes every image, then {family} with as many {'iterations (up to 300)' if targeted else 'copies per step'}
         as the measured speed affords overwrites them batch by batch; one line on stderr says
-        which plan and why. --method or any
-        recipe option (--iterations, --copies, --decay, ...) pins a recipe instead ({family} when
-        only options are given).
+        which plan and why. --method pins a recipe instead, with its settings if wanted
+        (--method {family}:iterations=20 ...; docs/attacks.md lists methods and settings).
 
         Exit status: 0 done, 1 some images could not be read (the others are written), 2 usage
         or set-up error.""",
@@ -62,36 +59,10 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
         default="auto",
         show_default=True,
         metavar="auto|METHOD[:FIELD=VALUE,...]",
-        help=f"auto: the time-fitted plan; or one of {', '.join(METHODS)}, with settings if wanted "
-        "(bsr:copies=5,iterations=20; what each is, and its paper: "
-        "docs/attacks.md, or `python -c 'import nips_adv; print(nips_adv.method_table())'`).",
-    )
-    @click.option("--iterations", type=int, default=None, help="Gradient steps [default: the method's; fgsm: 1].")
-    @click.option("--copies", type=int, default=None,
-                  help="Copies per step of the methods that make them ("
-                  + "; ".join(f"{name}: {entry.copies_are}" for name, entry in COPY_TRANSFORMS.items()) + ") [default: the paper's].")
-    @click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None, help="Pixels per step [default: the method's, e.g. MAX_EPSILON/iterations].")
-    @click.option("--decay", type=click.FloatRange(min=0), default=None, help="Momentum decay of MI-FGSM [default: 1.0].")
-    @click.option("--diversity-prob", type=click.FloatRange(0, 1), default=None, help="Probability of the DI transform per step.")
-    @click.option("--ti-kernel", type=click.IntRange(min=0), default=None, help="Side of the TI Gaussian kernel (odd; 0 = off).")
-    @click.option(
-        "--loss",
-        type=click.Choice(list(LOSSES)),
-        default=None,
-        help="What the steps climb (targeted: descend) for each image's class: cross-entropy, "
-        "-log p(class); margin, the best other class's logit minus the class's (Carlini-Wagner), "
-        "which keeps widening the gap after the softmax saturates; logit, -(the class's logit), "
-        "Zhao et al.'s targeted loss [default: the method's].",
-    )
-    @click.option(
-        "--own-classes",
-        type=click.IntRange(1, 1000),
-        default=None,
-        hidden=targeted,
-        help="Move away from the model's top K classes on the clean image, each weighted by its "
-        "probability; 1: its prediction alone. More keeps an image the model gets wrong from being "
-        f"pushed onto its true class, usually a runner-up [default: {SignGradientConfig.own_classes}; "
-        f"fgsm: {METHODS['fgsm'].own_classes}].",
+        help=f"auto: the time-fitted plan; or one of {', '.join(METHODS)}, with settings if wanted: "
+        "bsr:copies=5,iterations=20, mi-fgsm:step_size=2,decay=0.9,loss=margin, ... (the fields of "
+        "SignGradientConfig: iterations, copies, step_size, decay, diversity_prob, ti_kernel_size, loss, "
+        f"{'' if targeted else 'own_classes, '}...; what each method is, and its paper: docs/attacks.md).",
     )
     @click.option(
         "--time-budget",
@@ -111,14 +82,6 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
         max_epsilon: float | None,
         eps: float | None,
         method: str,
-        iterations: int | None,
-        copies: int | None,
-        step_size: float | None,
-        decay: float | None,
-        diversity_prob: float | None,
-        ti_kernel: int | None,
-        loss: str | None,
-        own_classes: int | None,
         time_budget: float | str | None,
         model_name: str,
         checkpoint: str | None,
@@ -130,31 +93,20 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
     ) -> None:
         started = time.monotonic()
         epsilon = resolve_epsilon(max_epsilon, eps)
-        if targeted and own_classes is not None:
-            fail(program, "--own-classes is for non-targeted attacks: a targeted one moves toward its target")
-        if iterations is not None and iterations < 1:
-            fail(program, f"--iterations {iterations}: must be at least 1")
-        if copies is not None and copies < 1:
-            fail(program, f"--copies {copies}: must be at least 1")
-        overrides = dict(
-            iterations=iterations, copies=copies, step_size=step_size, decay=decay, diversity_prob=diversity_prob,
-            ti_kernel_size=ti_kernel, loss=loss, own_classes=own_classes,
-        )
         name, _, settings = method.partition(":")
         if name.strip() != "auto" and name.strip() not in METHODS:
             fail(program, f"--method {method!r}: unknown method {name.strip()!r}; known: auto, {', '.join(METHODS)}")
         if name.strip() == "auto" and settings:
             fail(program, f"--method {method!r}: settings pin a recipe; give a method with them, e.g. {family}:{settings}")
-        pinned = method != "auto" or any(value is not None for value in overrides.values())
         config: SignGradientConfig | None = None
-        if pinned:
+        if name.strip() != "auto":
             try:
-                spec_name, spec_settings = parse_method_spec(family if method == "auto" else method)
-                # The options override the spec's settings, which override the preset's.
-                given = {key: value for key, value in overrides.items() if value is not None}
-                config = method_config(spec_name, targeted=targeted, **{**spec_settings, **given})
+                spec_name, spec_settings = parse_method_spec(method)
+                if targeted and "own_classes" in spec_settings:
+                    raise ValueError("own_classes is for non-targeted attacks: a targeted one moves toward its target")
+                config = method_config(spec_name, targeted=targeted, **spec_settings)
             except (ValueError, TypeError) as error:
-                fail(program, f"--method {method!r}: {error}" if settings else str(error))
+                fail(program, f"--method {method!r}: {error}")
         members = parse_model_option(program, model_name, checkpoint)
         configure_logging(program, verbose=verbose)
 
@@ -170,7 +122,7 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
             return len(list_png_files(output_dir)) if output_dir.is_dir() else 0
 
         try:
-            with out_of_memory_ends(program, written, "--batch-size, --copies or --model's ensemble"):
+            with out_of_memory_ends(program, written, "--batch-size, the method's copies or --model's ensemble"):
                 check_output_dir(input_dir, output_dir)
                 if targeted and not (input_dir / TARGET_CLASS_FILE).exists():
                     fail(program, f"{input_dir / TARGET_CLASS_FILE}: missing (a targeted attack needs it)")

@@ -45,7 +45,7 @@ from .common import configure_logging, fail, parse_model_option
     "--tool-options",
     default="",
     metavar="'OPTIONS'",
-    help="Extra options for the tool, e.g. '--method di-mi-fgsm --iterations 20' (quoted as in a shell).",
+    help="Extra options for the tool, e.g. '--method di-mi-fgsm:iterations=20' (quoted as in a shell).",
 )
 @click.option(
     "--template",

@@ -208,6 +208,8 @@ def main(argv: list[str]) -> int:
     if container is not None:
         remove_container(container)
     end_all(grace_s, tag)
+    if container is not None:
+        remove_container(container)  # one the engine finished creating after the first removal
     returncode = child.wait()
     if stopping:
         return 128 + signal.SIGTERM

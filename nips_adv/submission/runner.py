@@ -426,17 +426,11 @@ def _run_docker(
         if problem is not None:
             raise RunnerError(problem)
         command = docker_command(code_copy, metadata, mounts, arguments, container_name=container_name, gpu=gpu, cpus=docker_cpus())
-        with open(stderr_path, "wb") as stderr:
-            try:
-                created = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, check=False)
-            except OSError as error:
-                raise RunnerError(f"cannot start docker: {error}") from None
-        if created.returncode != 0:
-            raise RunnerError(f"docker could not create the container (status {created.returncode}): {_last_line(stderr_path)}")
-        # The clock starts with the container; the keeper removes it however the run ends, this process's death included.
+        # Created by the keeper, not here: a runner killed at any moment leaves no container behind. The
+        # clock starts before `docker create`, as the organisers' timed `docker run`.
         run = _run_kept(
-            ["docker", "start", "--attach", container_name], Path(log_dir), dict(os.environ), stdout_path, stderr_path,
-            time_limit=time_limit, container=container_name, report_command=command,
+            ["sh", "-c", CREATE_THEN_START, "sh", container_name, *command], Path(log_dir), dict(os.environ), stdout_path,
+            stderr_path, time_limit=time_limit, container=container_name, report_command=command,
         )
         subprocess.run(["docker", "rm", "-f", container_name], capture_output=True, timeout=60, check=False)
     finally:
@@ -444,9 +438,12 @@ def _run_docker(
     if run.start_error is not None:
         raise RunnerError(f"cannot run docker start: {run.start_error}")
     if run.returncode == DOCKER_ENGINE_FAILED:
-        raise RunnerError(f"docker could not start the container (status 125): {_last_line(stderr_path)}")
+        raise RunnerError(f"docker could not create or start the container (status 125): {_last_line(stderr_path)}")
     return run
 
+
+CREATE_THEN_START = 'name="$1"; shift; "$@" > /dev/null || exit; exec docker start --attach "$name"'
+"""``sh -c`` script: ``docker create ...`` (the arguments after the container's name), then attach to it."""
 
 DOCKER_ENGINE_FAILED = 125
 """``docker run`` status when the engine itself failed (no such image, daemon down), before the entry point ran."""

@@ -94,7 +94,7 @@ def _sample_folders(root: Path) -> dict[str, Path]:
     entry = pinned / "run_attack.sh"
     entry.write_text(
         "#!/bin/bash\nset -euo pipefail\nexec nips-targeted-attack \"$1\" \"$2\" \"$3\" --model efficientnet_lite0 "
-        "--method i-fgsm --iterations 3 --time-budget off --quiet\n"
+        "--method i-fgsm:iterations=3 --time-budget off --quiet\n"
     )
     return folders
 
