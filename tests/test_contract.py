@@ -144,3 +144,23 @@ def test_dataset_csv_keeps_ids_as_text_and_names_missing_columns(tmp_path: Path)
     bad.write_text("ImageId,URL\n1,u\n")
     with pytest.raises(ContractFileError, match="TrueLabel, TargetClass"):
         read_dataset_csv(bad)
+
+
+def test_one_checker_of_attack_outputs_with_the_size_policy_as_a_parameter(tmp_path: Path) -> None:
+
+    from nips_adv.contract.attack_outputs import check_attack_output
+
+    clean = np.full((20, 30, 3), 100, np.uint8)
+    write_png(np.full((20, 30, 3), 120, np.uint8), tmp_path / "far.png")
+    far = check_attack_output(tmp_path / "far.png", clean, 8, wrong_size="refuse")
+    assert far.problems == () and far.distance == 20 and far.scored is not None and int(far.scored.max()) == 108
+    write_png(np.full((10, 15, 3), 104, np.uint8), tmp_path / "small.png")
+    refused = check_attack_output(tmp_path / "small.png", clean, 8, wrong_size="refuse")
+    assert refused.problem("size") == "small.png is 15x10" and refused.scored is None and refused.distance is None
+    resized = check_attack_output(tmp_path / "small.png", clean, 8, wrong_size="resize")
+    assert resized.problem("size") and resized.scored is not None and resized.scored.shape == clean.shape and resized.distance == 4
+    Image.fromarray(np.full((20, 30), 100, np.uint8), mode="L").save(tmp_path / "grey.png")
+    grey = check_attack_output(tmp_path / "grey.png", clean, 8, wrong_size="refuse")
+    assert grey.problem("mode") == "grey.png is L" and grey.distance == 0
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    assert check_attack_output(tmp_path / "junk.png", clean, 8, wrong_size="resize").problem("unreadable")

@@ -17,7 +17,7 @@ from nips_adv.defenses.recipes import DEFAULT_RECIPE
 from nips_adv.models import CheckpointError
 from nips_adv.submission.archives import ArchiveError, extracted_archive, find_submission_root
 from nips_adv.submission.metadata import SubmissionError, read_metadata
-from nips_adv.submission.package import DEFAULT_IMAGE, TEMPLATES_DIR, gpu_image_for, package_submission
+from nips_adv.submission.package import TRACKS, entry_point_script, gpu_image_for, package_submission
 from nips_adv.submission.validate import VALID
 
 ENTRY_POINTS = {"attack": "run_attack.sh", "targeted_attack": "run_attack.sh", "defense": "run_defense.sh"}
@@ -35,16 +35,14 @@ def fake_checkpoint(tmp_path: Path) -> Path:
     return prefix
 
 
-def test_templates_are_complete_submissions() -> None:
+def test_one_template_makes_every_tracks_entry_point() -> None:
     for submission_type, entry_point in ENTRY_POINTS.items():
-        folder = TEMPLATES_DIR / submission_type
-        metadata, warnings = read_metadata(folder, expected_type=submission_type)
-        assert metadata.entry_point == entry_point and warnings == []
-        assert (metadata.container, metadata.container_gpu) == (DEFAULT_IMAGE, gpu_image_for(DEFAULT_IMAGE))
-        script = (folder / entry_point).read_text()
-        assert script.startswith("#!/bin/bash\n") and "set -euo pipefail" in script
-        assert f"exec {TOOLS[submission_type]} " in script and '--checkpoint "$CHECKPOINTS"' in script
-        assert (folder / "model.env").is_file()
+        assert TRACKS[submission_type].entry_point == entry_point
+        script = entry_point_script(submission_type)
+        assert script.startswith("#!/bin/bash\n") and "set -euo pipefail" in script and "@" not in script.replace('"$@"', "").replace("[@]", "")
+        assert f'exec {TOOLS[submission_type]} "$@" ' in script and '--checkpoint "$CHECKPOINTS"' in script
+        count = 2 if submission_type == "defense" else 3
+        assert f'if [ "$#" -ne {count} ]' in script and f"#   ./{entry_point} INPUT_DIR" in script
 
 
 @pytest.mark.parametrize(

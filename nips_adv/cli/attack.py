@@ -15,12 +15,12 @@ from ..contract.constants import TARGET_CLASS_FILE
 from ..jobs.time_budget import AUTO_BUDGET_FRACTION, CONTRACT_SECONDS_PER_IMAGE
 from .common import (
     EpsilonType,
+    ModelOptions,
     TimeBudgetType,
     configure_logging,
     fail,
     model_options,
     out_of_memory_ends,
-    parse_model_option,
     resolve_epsilon,
 )
 
@@ -83,13 +83,7 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
         eps: float | None,
         method: str,
         time_budget: float | str | None,
-        model_name: str,
-        checkpoint: str | None,
-        batch_size: int,
-        precision: str,
-        seed: int,
-        quiet: bool,
-        verbose: bool,
+        options: ModelOptions,
     ) -> None:
         started = time.monotonic()
         epsilon = resolve_epsilon(max_epsilon, eps)
@@ -107,8 +101,8 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
                 config = method_config(spec_name, targeted=targeted, **spec_settings)
             except (ValueError, TypeError) as error:
                 fail(program, f"--method {method!r}: {error}")
-        members = parse_model_option(program, model_name, checkpoint)
-        configure_logging(program, verbose=verbose)
+        members = options.members(program)
+        configure_logging(program, verbose=options.verbose)
 
         from ..attacks.directory import OutputDirError, attack_directory, check_output_dir
         from ..contract.csv_files import ContractFileError
@@ -133,7 +127,7 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
                     # The default plan needs a budget to plan for: with 'off', the contract's.
                     budget_seconds = auto_budget_seconds(len(list_png_files(input_dir)))
                 budget = TimeBudget(deadline=started + budget_seconds) if budget_seconds is not None else None
-                with Classifier.create(members, precision=precision, seed=seed) as model:
+                with Classifier.create(members, precision=options.precision, seed=options.seed) as model:
                     model_ready = time.monotonic()
                     report = attack_directory(
                         input_dir,
@@ -142,10 +136,10 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
                         model=model,
                         config=config,
                         targeted=targeted,
-                        batch_size=batch_size,
-                        progress=not quiet,
+                        batch_size=options.batch_size,
+                        progress=not options.quiet,
                         time_budget=budget,
-                        seed=seed,
+                        seed=options.seed,
                     )
                     folder_done = time.monotonic()
         except (CheckpointError, ContractFileError, OutputDirError, ModelListError) as error:

@@ -8,14 +8,18 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from ..contract.constants import DEFAULT_BATCH_SIZE
 from ..contract.epsilon import validate_epsilon
 from ..models.catalogue import DEFAULT_MODEL, ModelListError
+
+if TYPE_CHECKING:
+    from ..models.classifier import Member
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 """Context settings of every command: -h as well as --help."""
@@ -88,13 +92,38 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar
 """``--quiet``/``-q``, the same in every command."""
 
 
+@dataclass(frozen=True)
+class ModelOptions:
+    """What the model options of a tool said: which networks and weights, batch size, precision, seed, output."""
+
+    model: str
+    checkpoint: str | None
+    batch_size: int
+    precision: str
+    seed: int
+    quiet: bool
+    verbose: bool
+
+    def members(self, program: str) -> list["Member"]:
+        """``--model`` with ``--checkpoint``, parsed; a bad list ends ``program`` with one line, exit 2."""
+        return parse_model_option(program, self.model, self.checkpoint)
+
+
 def model_options(command: Callable | None = None, *, default_model: str = DEFAULT_MODEL) -> Callable:
-    """Options every tool takes: which model, which checkpoint, batch size, precision, verbosity.
+    """Options every tool takes (which model, which checkpoint, batch size, precision, seed, verbosity),
+    given to the command as one ``options: ModelOptions`` argument.
 
     ``@model_options`` or ``@model_options(default_model="a,b")`` for a tool whose default is another model.
     """
     if command is None:
         return functools.partial(model_options, default_model=default_model)
+
+    @functools.wraps(command)
+    def with_options(*args: Any, model_name: str, checkpoint: str | None, batch_size: int, precision: str, seed: int,
+                     quiet: bool, verbose: bool, **kwargs: Any) -> Any:
+        options = ModelOptions(model_name, checkpoint, batch_size, precision, seed, quiet, verbose)
+        return command(*args, options=options, **kwargs)
+
     decorators = [
         click.option(
             "--model",
@@ -136,7 +165,7 @@ def model_options(command: Callable | None = None, *, default_model: str = DEFAU
         quiet_option,
         click.option("--verbose", "-v", is_flag=True, help="Per-image details and TensorFlow's own log."),
     ]
-    return functools.reduce(lambda wrapped, decorator: decorator(wrapped), reversed(decorators), command)
+    return functools.reduce(lambda wrapped, decorator: decorator(wrapped), reversed(decorators), with_options)
 
 
 def rules_option(default: str | None) -> Callable[[Command], Command]:
@@ -158,7 +187,7 @@ def _set_max_pixels(ctx: click.Context, param: click.Parameter, value: int | Non
     set_max_pixels(value)
 
 
-def parse_model_option(program: str, model_name: str, checkpoint: str | None) -> list:
+def parse_model_option(program: str, model_name: str, checkpoint: str | None) -> list["Member"]:
     """The members of ``--model`` / ``--checkpoint`` (``nips_adv.models.classifier.Member``); a bad list
     ends the run with one line and exit status 2, before anything is written."""
     from ..models.classifier import parse_members

@@ -11,12 +11,12 @@ import click
 
 from ..defenses.recipes import DEFAULT_DEFENSE_MODEL, DEFAULT_RECIPE
 from .common import (
+    ModelOptions,
     TimeBudgetType,
     configure_logging,
     fail,
     model_options,
     out_of_memory_ends,
-    parse_model_option,
 )
 
 
@@ -64,13 +64,7 @@ def defense_command(
     denoisers: tuple[Path, ...],
     passes: int | None,
     time_budget: float | str | None,
-    model_name: str,
-    checkpoint: str | None,
-    batch_size: int,
-    precision: str,
-    seed: int,
-    quiet: bool,
-    verbose: bool,
+    options: ModelOptions,
 ) -> None:
     """Classify every PNG in INPUT_DIR; write FILENAME,LABEL lines (no header) to OUTPUT_FILE.
 
@@ -80,8 +74,8 @@ def defense_command(
     started = time.monotonic()
     if plain and recipe not in (None, "plain"):
         fail("nips-defense", f"--plain and --recipe {recipe!r} disagree: give one")
-    members = parse_model_option("nips-defense", model_name, checkpoint)
-    configure_logging("nips-defense", verbose=verbose)
+    members = options.members("nips-defense")
+    configure_logging("nips-defense", verbose=options.verbose)
 
     from ..contract.images import list_png_files
     from ..defenses.denoiser import DenoiserWeightsError
@@ -101,9 +95,9 @@ def defense_command(
     try:
         # Recipe, weights and OUTPUT_FILE are checked before the model loads: a refusal is instant
         # and nothing is written.
-        chosen = parse_recipe("plain" if plain else recipe or DEFAULT_RECIPE, seed=seed, denoisers=denoisers)
+        chosen = parse_recipe("plain" if plain else recipe or DEFAULT_RECIPE, seed=options.seed, denoisers=denoisers)
         check_output_file(input_dir, output_file)
-        logger.debug("recipe %s, seed %d%s", chosen.name, seed, f", passes {passes or DEFAULT_PASSES}" if chosen.random else "")
+        logger.debug("recipe %s, seed %d%s", chosen.name, options.seed, f", passes {passes or DEFAULT_PASSES}" if chosen.random else "")
         budget_seconds = time_budget if isinstance(time_budget, float) else None
         if time_budget == "auto":
             budget_seconds = auto_budget_seconds(len(list_png_files(input_dir)))
@@ -112,10 +106,10 @@ def defense_command(
             return len(output_file.read_text().splitlines()) if output_file.is_file() else 0
 
         with out_of_memory_ends("nips-defense", written, "--batch-size, --passes or --model's ensemble"), \
-                Classifier.create(members, precision=precision, seed=seed) as classifier:
+                Classifier.create(members, precision=options.precision, seed=options.seed) as classifier:
             model = classifier if chosen.plain else DefendedClassifier(classifier, chosen, passes=passes or DEFAULT_PASSES)
             report = classify_directory(
-                input_dir, output_file, model=model, batch_size=batch_size, progress=not quiet, time_budget=budget
+                input_dir, output_file, model=model, batch_size=options.batch_size, progress=not options.quiet, time_budget=budget
             )
     except (CheckpointError, ModelListError, RecipeError, DenoiserWeightsError) as error:
         fail("nips-defense", str(error))

@@ -14,10 +14,10 @@ from .common import (
     FOLDER,
     HELP_OPTIONS,
     INPUT_FILE,
+    ModelOptions,
     configure_logging,
     failing_on,
     model_options,
-    parse_model_option,
 )
 
 if TYPE_CHECKING:
@@ -57,13 +57,7 @@ def score_command(
     predictions_in: Path | None,
     predictions_out: Path | None,
     as_json: bool,
-    model_name: str,
-    checkpoint: str | None,
-    batch_size: int,
-    precision: str,
-    seed: int,
-    quiet: bool,
-    verbose: bool,
+    options: ModelOptions,
 ) -> None:
     """Classify the PNGs of IMAGES_DIR and score them against a dataset CSV.
 
@@ -79,8 +73,8 @@ def score_command(
         raise click.UsageError("give either IMAGES_DIR (classified with --model) or --from-predictions FILE")
     if predictions_in is not None and predictions_out is not None:
         raise click.UsageError("--predictions writes a model's predictions; with --from-predictions there are none")
-    members = parse_model_option("nips-adv score", model_name, checkpoint) if images_dir is not None else []
-    configure_logging("nips-adv score", verbose=verbose)
+    members = options.members("nips-adv score") if images_dir is not None else []
+    configure_logging("nips-adv score", verbose=options.verbose)
 
     from ..contract.csv_files import ContractFileError, write_label_file
     from ..evaluation.accuracy import score_directory, score_prediction_file
@@ -95,9 +89,10 @@ def score_command(
             assert images_dir is not None  # IMAGES_DIR or --from-predictions: checked above
             from ..models.classifier import Classifier
 
-            with Classifier.create(members, precision=precision, seed=seed) as model:
-                report = score_directory(images_dir, dataset_csv, model=model, batch_size=batch_size, progress=not quiet)
-            source = {"images_dir": str(images_dir), "model": model_name}
+            with Classifier.create(members, precision=options.precision, seed=options.seed) as model:
+                report = score_directory(images_dir, dataset_csv, model=model, batch_size=options.batch_size,
+                                         progress=not options.quiet)
+            source = {"images_dir": str(images_dir), "model": options.model}
             if predictions_out is not None:
                 write_label_file(predictions_out, report.predictions())
 

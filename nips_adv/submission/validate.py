@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import UnidentifiedImageError
 
+from ..contract.attack_outputs import check_attack_output
 from ..contract.constants import (
     ATTACK_TYPES,
     BATCH_IMAGES,
@@ -45,8 +45,7 @@ from ..contract.constants import (
     TARGET_CLASS_FILE,
 )
 from ..contract.csv_files import ContractFileError, read_label_file, write_label_file
-from ..contract.epsilon import max_perturbation
-from ..contract.images import ImageReadError, open_image_guarded, read_png, write_png
+from ..contract.images import write_png
 from .archives import ArchiveError, extract_archive, find_submission_root
 from .dev_check import DevSet, Figure, Threshold, attack_figures, classify_outputs, defense_figures
 from .metadata import SubmissionError, SubmissionMetadata, read_metadata
@@ -434,18 +433,12 @@ def _check_attack_outputs(report: ValidationReport, clean: dict[str, np.ndarray]
         if not path.is_file():
             missing.append(name)
             continue
-        problem = _image_problem(path)
-        if problem is not None:
-            kind, message = problem
+        checked = check_attack_output(path, pixels, epsilon, wrong_size="refuse")
+        for kind, message in checked.problems:
             {"unreadable": unreadable, "format": wrong_format, "size": wrong_size, "mode": wrong_mode}[kind].append(message)
-            if kind in ("unreadable", "size"):
-                continue
-        try:
-            adversarial = read_png(path)
-        except ImageReadError as error:
-            unreadable.append(str(error))
+        if checked.distance is None:
             continue
-        distance = max_perturbation(adversarial, pixels)
+        distance = checked.distance
         largest = max(largest, distance)
         unchanged += distance == 0
         if distance > epsilon:
@@ -475,25 +468,6 @@ def _check_attack_outputs(report: ValidationReport, clean: dict[str, np.ndarray]
     extra = sorted(path.name for path in output_dir.iterdir() if path.name not in clean)
     if extra:
         report.warning(f"{len(extra)} unexpected file(s) in the output folder: {_listed(extra)}")
-
-
-def _image_problem(path: Path) -> tuple[str, str] | None:
-    """The first format problem of an output image, as (kind, message), or None."""
-    try:
-        # The guard reads the declared size only; an output claiming a gigapixel is not decoded.
-        with open_image_guarded(path, path.name, limit=2**62) as image:
-            image_format, mode, size = image.format, image.mode, image.size
-    except ImageReadError as error:
-        return "unreadable", str(error)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
-        return "unreadable", f"{path.name} ({error})"
-    if size != (IMAGE_SIZE, IMAGE_SIZE):
-        return "size", f"{path.name} is {size[0]}x{size[1]}"
-    if image_format != "PNG":
-        return "format", f"{path.name} is {image_format}"
-    if mode != "RGB":
-        return "mode", f"{path.name} is {mode}"
-    return None
 
 
 def _check_defense_output(report: ValidationReport, names: list[str], output_file: Path) -> dict[str, int]:

@@ -1,10 +1,10 @@
 #!/bin/bash
-# Non-targeted attack entry point. The organisers call it from the submission folder (/code):
-#   ./run_attack.sh INPUT_DIR OUTPUT_DIR MAX_EPSILON
+# @TRACK@ entry point. The organisers call it from the submission folder (/code):
+#   ./@ENTRY_POINT@ @ARGUMENTS@
 # The checkpoints ship in this folder and are passed explicitly: nothing is fetched at run time.
 set -euo pipefail
-if [ "$#" -ne 3 ]; then
-    echo "usage: $0 INPUT_DIR OUTPUT_DIR MAX_EPSILON" >&2
+if [ "$#" -ne @ARGUMENT_COUNT@ ]; then
+    echo "usage: $0 @ARGUMENTS@" >&2
     exit 2
 fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -14,4 +14,4 @@ source "$HERE/model.env"
 IFS=, read -r -a PREFIXES <<< "$CHECKPOINT"
 CHECKPOINTS=""
 for PREFIX in "${PREFIXES[@]}"; do CHECKPOINTS+="${CHECKPOINTS:+,}$HERE/$PREFIX"; done
-exec nips-attack "$1" "$2" "$3" --model "$MODEL" --checkpoint "$CHECKPOINTS" --quiet "${TOOL_OPTIONS[@]}"
+exec @TOOL@ "$@" --model "$MODEL" --checkpoint "$CHECKPOINTS" --quiet "${TOOL_OPTIONS[@]}"
