@@ -66,3 +66,20 @@ def test_bad_lists_are_one_line_exit_2(no_matmul_peak: None, options: list[str],
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("nips-adv bench: error: ") and message in lines[0], lines
+
+
+def test_the_budget_share_is_read_from_the_tools_time_lines() -> None:
+    from nips_adv.apps.bench import AttackRunTime
+
+    run = AttackRunTime(432.0, (), (), (
+        "time: first pass 20.0 s for 100 images (attack 17.8 s: 100 image-gradients at 5.62/s, reading and writing 2.2 s); "
+        "refinement 405.6 s for 100 images (attack 404.1 s: 4840 image-gradients at 11.98/s, reading and writing 1.5 s)",
+        "time: start-up 4.4 s (checks, graph, weights), folder 425.6 s, closing 0.1 s, total 430.1 s of the 450 s budget",
+    ))  # fmt: skip
+    assert run.gradient_seconds == pytest.approx(421.9) and run.budget_seconds == 450.0
+    assert AttackRunTime(1.0, ()).budget_seconds is None
+
+
+def test_a_bad_eps_list_is_one_line() -> None:
+    result = CliRunner().invoke(bench_command, ["--eps", "4,x", "--skip-attack-run"])
+    assert result.exit_code == 2 and "--eps '4,x': epsilon 'x' is not a number" in result.stderr

@@ -8,6 +8,7 @@ Printed by ``nips-adv bench``; targets live here as figures to read, never as ti
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -193,6 +194,17 @@ class AttackRunTime:
     time_messages: tuple[str, ...] = ()
     """The tool's ``time:`` lines (--verbose): start-up, each pass's attack and I/O seconds, the total."""
 
+    @property
+    def gradient_seconds(self) -> float:
+        """Seconds the run spent computing gradients, over all its passes (the ``attack N s`` of its time lines)."""
+        return sum(float(seconds) for line in self.time_messages for seconds in re.findall(r"\(attack ([\d.]+) s", line))
+
+    @property
+    def budget_seconds(self) -> float | None:
+        """The tool's own budget, from its last time line (None when it ran without one)."""
+        found = [float(value) for line in self.time_messages for value in re.findall(r"of the ([\d.]+) s budget", line)]
+        return found[-1] if found else None
+
 
 def attack_wall_time(
     model_name: str,
@@ -200,7 +212,7 @@ def attack_wall_time(
     *,
     images_dir: Path | None,
     count: int = 100,
-    eps: int = 16,
+    eps: float = 16,
     precision: str = "float32",
     time_budget: str = "auto",
 ) -> AttackRunTime:
@@ -217,7 +229,7 @@ def attack_wall_time(
             write_png(pixels, input_dir / f"IMG{index:04d}.png")
         command = [
             os.path.join(os.path.dirname(sys.executable), "nips-attack"),
-            str(input_dir), str(output_dir), str(eps),
+            str(input_dir), str(output_dir), f"{eps:g}",
             "--model", model_name, "--checkpoint", str(checkpoint), "--precision", precision,
             "--time-budget", time_budget, "--quiet", "--verbose",
         ]

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..contract.constants import BATCH_TIME_LIMIT_S
+from ..contract.epsilon import validate_epsilon
 from .common import fail, parse_model_option
 
 ENSEMBLE_STEP_TARGET = 1.05
@@ -34,6 +35,8 @@ ENSEMBLE_STEP_TARGET = 1.05
 @click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="PNG folder for the 100-image run [default: random images].")
 @click.option("--skip-attack-run", is_flag=True, help="Only the gradient throughput figures.")
+@click.option("--eps", "eps_list", default="4,8,12,16", show_default=True, metavar="EPS,...",
+              help="The epsilons of the 100-image runs, one run each (the final round cycles these four).")
 @click.option("--attack-time-budget", default="auto", show_default=True,
               help="--time-budget of the 100-image run (the default plan needs one: 'off' plans for the contract's 500 s).")
 def bench_command(
@@ -42,12 +45,14 @@ def bench_command(
     batch_size: int,
     images_dir: Path | None,
     skip_attack_run: bool,
+    eps_list: str,
     attack_time_budget: str,
 ) -> None:
     """Print image-gradients/s in float32 and bfloat16 and the fraction of the matmul peak (Inception V3); for an
     ensemble, each member's own float32 figure, the ensemble step's and its ratio to the members' sum; the default
-    plan's step throughput and the plan a 100-image run would get; then the wall time of nips-attack with defaults
-    on 100 images at eps 16, its plan lines and where its time went. Every figure is measured in this run."""
+    plan's step throughput and the plan a 100-image run would get; then, at each of --eps, the wall time of
+    nips-attack with defaults on 100 images, its plan lines, where its time went and the share of its budget spent
+    on gradients. Every figure is measured in this run."""
     from ..apps.bench import (
         GRADIENT_FLOP_FACTOR,
         INCEPTION_V3_FORWARD_GFLOP,
@@ -63,6 +68,10 @@ def bench_command(
     from ..models.random_weights import write_random_checkpoint
 
     members = parse_model_option("nips-adv bench", model_name, checkpoint)
+    try:
+        epsilons = [validate_epsilon(text) for text in eps_list.split(",")]
+    except ValueError as error:
+        fail("nips-adv bench", f"--eps {eps_list!r}: {error}")
     with tempfile.TemporaryDirectory(prefix="nips_adv_bench_ckpt_") as scratch:
         random_ones: dict[str, Path] = {}
         for member in members:
@@ -123,14 +132,21 @@ def bench_command(
         if not skip_attack_run:
             model_list = ",".join(f"{m.model}:{m.weight!r}" if m.weight != 1 else m.model for m in members)
             checkpoints = ",".join(str(m.checkpoint) for m in members)
-            run = attack_wall_time(model_list, checkpoints, images_dir=images_dir, time_budget=attack_time_budget)
-            click.echo(
-                f"nips-attack defaults (--method auto, --time-budget {attack_time_budget}) on 100 images at eps 16: "
-                f"{run.seconds:.0f} s wall (competition limit {BATCH_TIME_LIMIT_S:.0f} s per 100 images)"
-            )
-            for message in run.plan_messages + run.budget_messages:
-                click.echo(f"  {message}")
-            click.echo("  where the time went:")
-            for message in run.time_messages:
-                for part in message.removeprefix("time: ").split("; "):
-                    click.echo(f"    {part}")
+            shares = []
+            for eps in epsilons:
+                run = attack_wall_time(model_list, checkpoints, images_dir=images_dir, eps=eps, time_budget=attack_time_budget)
+                click.echo(
+                    f"nips-attack defaults (--method auto, --time-budget {attack_time_budget}) on 100 images at eps {eps:g}: "
+                    f"{run.seconds:.0f} s wall (competition limit {BATCH_TIME_LIMIT_S:.0f} s per 100 images)"
+                )
+                for message in run.plan_messages + run.budget_messages:
+                    click.echo(f"  {message}")
+                click.echo("  where the time went:")
+                for message in run.time_messages:
+                    for part in message.removeprefix("time: ").split("; "):
+                        click.echo(f"    {part}")
+                if run.budget_seconds:
+                    shares.append(f"eps {eps:g}: {run.gradient_seconds:.0f} of {run.budget_seconds:.0f} s "
+                                  f"({run.gradient_seconds / run.budget_seconds:.0%})")
+            if shares:
+                click.echo("share of the tool's budget spent on gradients: " + "; ".join(shares))

@@ -9,7 +9,7 @@ import numpy as np
 from .constants import MAX_EPSILON
 
 
-def validate_epsilon(value: float) -> float:
+def validate_epsilon(value: float | str) -> float:
     """Return ``value`` as a float if it is a usable MAX_EPSILON (0..255 pixel units), else raise ValueError."""
     try:
         eps = float(value)
