@@ -362,3 +362,43 @@ def test_the_docs_tables_are_the_registries() -> None:
     for name, entry in COPY_TRANSFORMS.items():
         made = SignGradientConfig(copy_transform=name, copies=3).transform
         assert isinstance(made, entry.kind) and made.copies == (3 * 5 if name == "admix" else 3)  # Admix: 5 scales per mix
+
+
+class TwoPrecisionModel(CountingModel):
+    """A CountingModel whose image-gradient costs ``seconds[precision]``; ``reopen`` switches, as Classifier's does."""
+
+    def __init__(self, clock: FakeClock, seconds: dict[str, float]) -> None:
+        super().__init__(clock, seconds_per_image=lambda call: seconds[self.precision])
+        self.precision = "float32"
+        self.reopened: list[str] = []
+
+    def reopen(self, precision: str) -> None:
+        self.precision = precision
+        self.reopened.append(precision)
+
+
+@pytest.mark.parametrize("bfloat16_seconds, kept", [(0.05, "bfloat16"), (0.2, "float32")])
+def test_precision_auto_times_bfloat16_on_the_first_pass_and_keeps_the_faster(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, bfloat16_seconds: float, kept: str
+) -> None:
+    clean = write_inputs(tmp_path / "in", 8)
+    clock = FakeClock()
+    model = TwoPrecisionModel(clock, {"float32": 0.1, "bfloat16": bfloat16_seconds})
+    with caplog.at_level("INFO", logger="nips_adv"):
+        report = attack_directory(tmp_path / "in", tmp_path / "out", 8, model=model, config=None, batch_size=4, progress=False,
+                                  time_budget=TimeBudget.starting_now(200.0, clock=clock), compare_precisions=True)
+    assert report.ok and report.images_done == len(clean) and clock.now - 1000.0 <= 200.0
+    assert model.precision == kept and model.reopened == (["bfloat16"] if kept == "bfloat16" else ["bfloat16", "float32"])
+    line = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("precision:"))
+    assert line.startswith(f"precision: {kept} ({bfloat16_seconds:.3f} s per image-gradient in bfloat16, 0.100 in float32")
+    plan = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("plan:"))
+    assert f"({min(bfloat16_seconds, 0.1):.3f} s per image-gradient measured on the first pass" in plan
+
+
+def test_without_a_roomy_budget_or_reopen_no_precision_is_timed(tmp_path: Path) -> None:
+    write_inputs(tmp_path / "in", 4)
+    clock = FakeClock()
+    model = TwoPrecisionModel(clock, {"float32": 0.1, "bfloat16": 0.05})
+    attack_directory(tmp_path / "in", tmp_path / "out", 8, model=model, config=None, batch_size=2, progress=False,
+                     time_budget=TimeBudget.starting_now(30.0, clock=clock), compare_precisions=True)
+    assert model.reopened == []  # 30 s: under the trial's minimum

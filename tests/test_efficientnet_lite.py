@@ -198,3 +198,23 @@ def test_images_the_model_gets_wrong_are_not_pushed_onto_their_true_class(classi
 
     assert attacked_accuracy(own_classes=1) >= 2
     assert attacked_accuracy(own_classes=method_config("i-fgsm").own_classes) == 0
+
+
+@pytest.mark.parametrize("classifier", ["efficientnet_lite0"], indirect=True)
+def test_reopening_in_another_precision_keeps_the_weights(classifier: Classifier) -> None:
+    """``--precision auto`` times bfloat16 in a second session on the same graph, and may come back to float32."""
+    from nips_adv.attacks.losses import cross_entropy
+
+    coffee = _sample_photos()["coffee"][None]
+    gradient_of = classifier.gradient_function(cross_entropy)
+    before, gradient_before = classifier.logits(coffee), gradient_of(coffee, np.array([ESPRESSO]))
+    classifier.reopen("bfloat16")
+    try:
+        assert classifier.precision == "bfloat16" and classifier.predict(coffee).tolist() == [ESPRESSO]
+        assert np.isfinite(gradient_of(coffee, np.array([ESPRESSO]))).all()
+    finally:
+        classifier.reopen("float32")
+    np.testing.assert_allclose(classifier.logits(coffee), before, atol=1e-4)
+    np.testing.assert_allclose(gradient_of(coffee, np.array([ESPRESSO])), gradient_before, atol=1e-5)
+    with pytest.raises(ValueError, match="precision 'float16'"):
+        classifier.reopen("float16")

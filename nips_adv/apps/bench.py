@@ -213,7 +213,7 @@ def attack_wall_time(
     images_dir: Path | None,
     count: int = 100,
     eps: float = 16,
-    precision: str = "float32",
+    precision: str = "auto",
     time_budget: str = "auto",
 ) -> AttackRunTime:
     """Wall time of ``nips-attack INPUT OUTPUT eps`` with default settings on ``count`` images, as a user runs it.

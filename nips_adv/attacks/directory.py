@@ -49,6 +49,7 @@ def attack_directory(
     time_budget: TimeBudget | None = None,
     true_labels: Mapping[str, int] | None = None,
     seed: int = 0,
+    compare_precisions: bool = False,
 ) -> JobReport:
     """Write one adversarial PNG per input PNG (same name and size) into ``output_dir``.
 
@@ -62,6 +63,9 @@ def attack_directory(
     Non-targeted attacks move away from the model's own top classes (``config.own_classes``;
     the contract gives no true label). Targeted attacks read ``INPUT_DIR/target_class.csv`` (ContractFileError when it is
     missing); an image absent from it is attacked toward its least-likely class, with a warning.
+
+    ``compare_precisions`` (the default plan, a model with ``reopen``): after the first pass, its step is timed
+    in bfloat16 too and the refinement runs in the faster precision (``--precision auto``).
 
     ``true_labels`` (file name -> label 1..1000), for studies outside the contract: a non-targeted
     attack moves away from these instead, as attack libraries are usually benchmarked; an image
@@ -83,6 +87,7 @@ def attack_directory(
             report.warn(conflict)
         targets = target_file.labels
     job = _Job(input_dir, output_dir, eps, model, targeted, targets, true_labels, report, seed)
+    job.compare_precisions = compare_precisions and hasattr(model, "reopen")
     if config is not None:
         job.single_pass(config, batch_size, progress, time_budget)
     else:
@@ -123,6 +128,7 @@ class _Job:
         self.targeted, self.targets, self.true_labels, self.report, self.seed = targeted, targets, true_labels, report, seed
         self.labels_by_name: dict[str, int] = {}
         self.passes: dict[str, PassTimes] = {}
+        self.compare_precisions = False
 
     def labels(self, batch: ImageBatch) -> np.ndarray | None:
         """The batch's targets (or true labels); None: the model's own classes. Looked up once per image."""
@@ -268,9 +274,12 @@ class _Job:
         done = [self.input_dir / name for name in _written_names(self.report, self.output_dir, self.input_dir)]
         if not done or not first_budget.measured or first_budget.steady_seconds_per_image_iteration <= 0:
             return
+        seconds_per_gradient = first_budget.steady_seconds_per_image_iteration  # FGSM: 1 gradient per image
+        if self.compare_precisions and time_budget.seconds_left() > PRECISION_TRIAL_MIN_SECONDS:
+            seconds_per_gradient = self.faster_precision(done[:first_batch_size], seconds_per_gradient, time_budget)
         # Costs in image-gradients: the refinement's "iterations" below are gradients per image.
         refine = TimeBudget(deadline=time_budget.deadline, clock=clock)
-        refine.assume(seconds_per_image_iteration=first_budget.steady_seconds_per_image_iteration,  # FGSM: 1 gradient
+        refine.assume(seconds_per_image_iteration=seconds_per_gradient,
                       seconds_per_image_overhead=first_budget.seconds_per_image_overhead)
         source = "the first pass"
         times = self.passes.setdefault("refinement", PassTimes())
@@ -318,6 +327,45 @@ class _Job:
                                     refine.seconds_per_image_iteration) < REROUND_FACTOR * min(cost_of.values()):
                 return
 
+
+    def faster_precision(self, paths: list[Path], float32_seconds: float, time_budget: TimeBudget) -> float:
+        """Time the first pass's step in bfloat16 on ``paths`` (one image compiles it, then up to
+        ``PRECISION_TRIAL_IMAGES`` are timed) against its
+        float32 seconds per image-gradient, keep the faster precision (one log line says which and why) and
+        return its seconds per image-gradient. A failure or the deadline keeps float32."""
+        model, clock = self.model, time_budget.clock
+        config = first_pass_config(self.targeted)
+        batch = next(iter_image_batches(paths, len(paths), lambda error: None), None)
+        if batch is None or float32_seconds <= 0:
+            return float32_seconds
+        stop = lambda: clock() >= time_budget.deadline  # noqa: E731
+        try:
+            model.reopen("bfloat16")  # type: ignore[attr-defined]
+            labels, weights = self.labels(batch), None
+            if labels is None:
+                labels, weights = own_labels(model.logits(shrunk_for_attack(model, batch.pixels)), config.own_classes)
+            for rows in (slice(0, 1), slice(0, PRECISION_TRIAL_IMAGES)):  # one image compiles the step; then it is timed
+                started = clock()
+                sign_gradient_attack(model, batch.pixels[rows], self.eps, labels=labels[rows], targeted=self.targeted,
+                                     config=config, seed=self.seed, stop=stop, label_weights=None if weights is None else weights[rows])
+            bfloat16_seconds = (clock() - started) / len(batch.pixels[rows])
+        except Exception as error:  # noqa: BLE001 - any failure of the trial leaves the run in float32
+            model.reopen("float32")  # type: ignore[attr-defined]
+            logger.info("precision: float32 (the bfloat16 trial failed: %s)", str(error).splitlines()[0] if str(error) else type(error).__name__)
+            return float32_seconds
+        faster = "bfloat16" if bfloat16_seconds < float32_seconds else "float32"
+        if faster == "float32":
+            model.reopen("float32")  # type: ignore[attr-defined]
+        logger.info("precision: %s (%.3f s per image-gradient in bfloat16, %.3f in float32, timed on the first pass's step)",
+                    faster, bfloat16_seconds, float32_seconds)
+        return min(bfloat16_seconds, float32_seconds)
+
+
+PRECISION_TRIAL_MIN_SECONDS = 60.0
+"""``--precision auto`` times bfloat16 only when this much of the budget is left: the trial costs a session, a
+compile and a step of a few images, and a session again when float32 stays."""
+PRECISION_TRIAL_IMAGES = 8
+"""Images of the timed bfloat16 step: enough for a steady per-image figure, few enough to cost seconds."""
 
 MAX_ROUNDS = 3
 """Refinement rounds at most: a folder the plan under-spent on gets another, stronger pass."""

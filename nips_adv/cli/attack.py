@@ -127,7 +127,7 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
                     # The default plan needs a budget to plan for: with 'off', the contract's.
                     budget_seconds = auto_budget_seconds(len(list_png_files(input_dir)))
                 budget = TimeBudget(deadline=started + budget_seconds) if budget_seconds is not None else None
-                with Classifier.create(members, precision=options.precision, seed=options.seed) as model:
+                with Classifier.create(members, precision=options.session_precision, seed=options.seed) as model:
                     model_ready = time.monotonic()
                     report = attack_directory(
                         input_dir,
@@ -140,6 +140,7 @@ def _attack_command(*, program: str, targeted: bool) -> click.Command:
                         progress=not options.quiet,
                         time_budget=budget,
                         seed=options.seed,
+                        compare_precisions=config is None and options.compare_precisions,
                     )
                     folder_done = time.monotonic()
         except (CheckpointError, ContractFileError, OutputDirError, ModelListError) as error:

@@ -104,6 +104,18 @@ class ModelOptions:
     quiet: bool
     verbose: bool
 
+    @property
+    def session_precision(self) -> str:
+        """The precision the model opens in: ``auto`` starts in float32 (the attacks' plan may switch)."""
+        return "float32" if self.precision == "auto" else self.precision
+
+    @property
+    def compare_precisions(self) -> bool:
+        """Whether the attacks' plan should time bfloat16 against float32: ``auto`` on a CPU with bfloat16 units."""
+        from ..models.classifier import cpu_has_bfloat16
+
+        return self.precision == "auto" and cpu_has_bfloat16()
+
     def members(self, program: str) -> list["Member"]:
         """``--model`` with ``--checkpoint``, parsed; a bad list ends ``program`` with one line, exit 2."""
         return parse_model_option(program, self.model, self.checkpoint)
@@ -146,11 +158,12 @@ def model_options(command: Callable | None = None, *, default_model: str = DEFAU
         click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True, help="Images per batch."),
         click.option(
             "--precision",
-            type=click.Choice(["float32", "bfloat16"]),
-            default="float32",
+            type=click.Choice(["auto", "float32", "bfloat16"]),
+            default="auto",
             show_default=True,
             help="bfloat16: oneDNN runs convolutions in bfloat16 where the CPU has bf16/AMX units (Inception V3 "
-            "about 1.9x faster there; the EfficientNet-Lite models slower). `nips-adv bench` measures it.",
+            "about 1.9x faster there; the EfficientNet-Lite models slower). auto: the attacks' default plan times "
+            "both on its first pass on such a CPU and keeps the faster; otherwise float32.",
         ),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw (transforms, copies, passes)."),
         click.option(

@@ -106,7 +106,7 @@ def defense_command(
             return len(output_file.read_text().splitlines()) if output_file.is_file() else 0
 
         with out_of_memory_ends("nips-defense", written, "--batch-size, --passes or --model's ensemble"), \
-                Classifier.create(members, precision=options.precision, seed=options.seed) as classifier:
+                Classifier.create(members, precision=options.session_precision, seed=options.seed) as classifier:
             model = classifier if chosen.plain else DefendedClassifier(classifier, chosen, passes=passes or DEFAULT_PASSES)
             report = classify_directory(
                 input_dir, output_file, model=model, batch_size=options.batch_size, progress=not options.quiet, time_budget=budget

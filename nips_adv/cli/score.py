@@ -89,7 +89,7 @@ def score_command(
             assert images_dir is not None  # IMAGES_DIR or --from-predictions: checked above
             from ..models.classifier import Classifier
 
-            with Classifier.create(members, precision=options.precision, seed=options.seed) as model:
+            with Classifier.create(members, precision=options.session_precision, seed=options.seed) as model:
                 report = score_directory(images_dir, dataset_csv, model=model, batch_size=options.batch_size,
                                          progress=not options.quiet)
             source = {"images_dir": str(images_dir), "model": options.model}

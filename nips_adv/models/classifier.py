@@ -210,16 +210,34 @@ class Classifier:
             members = self._build_members(self._pixels)
             self._member_logits = tf.stack(members)
             self._logits = self._fuse(members)
-            savers = [self._saver(index, network) for index, network in enumerate(self._networks)]
-        self._session = tf1.Session(graph=self._graph, config=_session_config(precision))
+            self._savers = [self._saver(index, network) for index, network in enumerate(self._networks)]
+        self._session = self._restored_session(precision)
+
+    def _restored_session(self, precision: str) -> Any:
+        """A session on the graph with ``precision``'s configuration, every member's weights restored."""
+        from .tf_compat import tf, tf1
+
+        session = tf1.Session(graph=self._graph, config=_session_config(precision))
         try:
             with self._graph.as_default():
-                for saver, network in zip(savers, self._networks):
-                    saver.restore(self._session, str(network.checkpoint))
+                for saver, network in zip(self._savers, self._networks):
+                    saver.restore(session, str(network.checkpoint))
         except (tf.errors.OpError, ValueError) as error:
-            self._session.close()
+            session.close()
             first_line = str(getattr(error, "message", error)).strip().splitlines()[0]
             raise CheckpointError(f"cannot restore {network.name} from {network.checkpoint}: {first_line}") from None
+        return session
+
+    def reopen(self, precision: str) -> None:
+        """Run the same graph in ``precision`` from now on: a new session, the weights restored again (a second
+        or so); its graphs compile again on their first run. Used to time both precisions on one machine."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if precision == self.precision:
+            return
+        session = self._restored_session(precision)
+        self._session.close()
+        self._session, self.precision = session, precision
 
     @classmethod
     def create(
