@@ -117,6 +117,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--work", type=Path, default=None, help="Keep the adversarial images here [default: a temp folder].")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="As the tools' --precision: auto times bfloat16 on the plan's first pass where the CPU has its units.")
     arguments = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -127,7 +129,7 @@ def main() -> int:
     from nips_adv.contract.images import list_png_files, read_png
     from nips_adv.evaluation.accuracy import read_dataset_labels
     from nips_adv.jobs.time_budget import TimeBudget, auto_budget_seconds
-    from nips_adv.models.classifier import Classifier
+    from nips_adv.models.classifier import Classifier, cpu_has_bfloat16
 
     logging.basicConfig(format="  %(message)s", level=logging.INFO)
     try:
@@ -161,7 +163,8 @@ def main() -> int:
         folders: list[tuple[Recipe, float, Path, list[str]]] = []
         for recipe_index, recipe in enumerate(recipes):
             load_started = time.monotonic()
-            with Classifier.create(arguments.surrogates, seed=arguments.seed) as surrogate:
+            precision = "float32" if arguments.precision == "auto" else arguments.precision
+            with Classifier.create(arguments.surrogates, seed=arguments.seed, precision=precision) as surrogate:
                 load_seconds = time.monotonic() - load_started
                 for group_index, (eps, group) in enumerate(groups):
                     clean_dir = work / f"clean_{group_index}"
@@ -183,6 +186,7 @@ def main() -> int:
                         clean_dir, out_dir, eps, model=surrogate, config=recipe.config(arguments.targeted),
                         targeted=arguments.targeted, batch_size=arguments.batch_size, progress=False,
                         time_budget=budget, seed=arguments.seed,
+                        compare_precisions=arguments.precision == "auto" and recipe.method == "auto" and cpu_has_bfloat16(),
                     )
                     elapsed = time.monotonic() - started
                     seconds.setdefault((recipe.spec, eps), []).append((elapsed + load_seconds, len(group)))

@@ -55,7 +55,7 @@ def test_a_pinned_attack_keeps_shape_and_eps_and_moves_the_prediction(photos: np
 @pytest.mark.slow
 def test_a_targeted_attack_goes_toward_its_targets(photos: np.ndarray) -> None:
     targets = [10, 20, 30]
-    adversarial = nips_adv.attack(photos, eps=32, method="i-fgsm", iterations=10, targets=targets)
+    adversarial = nips_adv.attack(photos, eps=32, method="i-fgsm", iterations=20, targets=targets)
     assert np.abs(adversarial.astype(int) - photos).max() <= 32
     assert (nips_adv.classify(adversarial, defense="plain") == targets).sum() >= 2
 

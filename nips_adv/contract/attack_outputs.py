@@ -47,7 +47,7 @@ def check_attack_output(path: Path, clean: np.ndarray, eps: float, *, wrong_size
     except ImageReadError as error:
         return CheckedOutput((("unreadable", str(error)),), None, None)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
-        return CheckedOutput((("unreadable", f"{name} ({error})"),), None, None)
+        return CheckedOutput((("unreadable", f"{name}: cannot read image ({error})"),), None, None)
     problems: list[tuple[str, str]] = []
     if size != (clean.shape[1], clean.shape[0]):
         problems.append(("size", f"{name} is {size[0]}x{size[1]}"))
