@@ -218,3 +218,15 @@ def test_an_image_up_to_twice_the_input_side_is_attacked_at_its_own_size() -> No
     model = SizedModel([np.ones(clean.shape, np.float32)], input_side=8)
     sign_gradient_attack(model, clean, 6, labels=np.array([1]), targeted=False, config=METHODS["fgsm"])
     assert model.calls[0]["pixels"].shape == clean.shape
+
+
+def test_shared_channels_move_r_g_and_b_together() -> None:
+    clean = np.full((1, 6, 5, 3), 100, np.uint8)
+    gradient = np.random.default_rng(4).normal(size=clean.shape).astype(np.float32)
+    model = ScriptedModel([gradient])
+    config = SignGradientConfig(iterations=3, shared_channels=True)
+    moved = sign_gradient_attack(model, clean, 8, labels=np.array([1]), targeted=False, config=config).astype(int) - clean
+    assert np.array_equal(moved[..., 0], moved[..., 1]) and np.array_equal(moved[..., 1], moved[..., 2])
+    assert np.array_equal(np.sign(moved[..., 0]), np.sign(gradient.mean(axis=3)))  # the channels' mean gradient decides
+    with pytest.raises(ValueError, match="shared_channels must be true or false"):
+        SignGradientConfig(shared_channels="yes")  # type: ignore[arg-type]

@@ -75,6 +75,9 @@ class SignGradientConfig:
     - ``diversity_scale``: DI pads to this multiple of the model's input side.
     - ``ti_kernel_size``: side of the TI Gaussian kernel (Dong et al. 2019); 0 is off.
     - ``ti_sigmas``: the kernel spans +-``ti_sigmas`` standard deviations, as in the TI paper's code.
+    - ``shared_channels``: one perturbation for R, G and B (each step's gradient averaged over the
+      channels before its sign): a brightness change without colour noise, which a defense that
+      detects attacks by their colour noise does not see (docs/defenses.md).
     - ``own_classes``: non-targeted attacks without labels move away from the model's top
       ``own_classes`` classes on the clean image, each weighted by its probability (the
       expected cross-entropy under the model's own belief). On a confident image that is the
@@ -99,6 +102,7 @@ class SignGradientConfig:
     diversity_scale: float = DEFAULT_DIVERSITY_SCALE
     ti_kernel_size: int = 0
     ti_sigmas: float = 3.0
+    shared_channels: bool = False
     own_classes: int = 5
     loss: str = "cross-entropy"
     chunk_images: int = DEFAULT_CHUNK_IMAGES
@@ -132,6 +136,8 @@ class SignGradientConfig:
             raise ValueError(f"diversity scale must be at least 1, got {self.diversity_scale}")
         if self.ti_kernel_size < 0 or (self.ti_kernel_size and self.ti_kernel_size % 2 == 0):
             raise ValueError(f"TI kernel size must be 0 (off) or odd, got {self.ti_kernel_size}")
+        if not isinstance(self.shared_channels, bool):
+            raise ValueError(f"shared_channels must be true or false, got {self.shared_channels!r}")
         if not 1 <= self.own_classes <= 1000:
             raise ValueError(f"own classes must be 1..1000, got {self.own_classes}")
         if self.loss not in LOSSES:
@@ -360,6 +366,8 @@ def sign_gradient_attack(
         tuned = gradient + variance if tuning is not None else gradient
         if config.ti_kernel_size:
             tuned = gaussian_smooth(tuned, config.ti_kernel_size, config.ti_sigmas)
+        if config.shared_channels:
+            tuned = np.repeat(tuned.mean(axis=3, keepdims=True), tuned.shape[3], axis=3)
         momentum = momentum_update(momentum, tuned, config.decay)
         if tuning is not None:
             variance = tuning.variance(gradient_at, adversarial, gradient, eps=eps, rng=rng)
