@@ -260,9 +260,9 @@ def docker_command(
 
     Its flags are the worker's (eval_infra/code/worker.py): the NVIDIA runtime for
     ``container_gpu``, ``--network=none -m=24g --cpus=3.75`` (``cpus``: docker_cpus() caps it
-    at the engine's CPU count). ``docker create`` pulls the image
-    if needed, so the time limit, counted from ``docker start``, starts with the container, as
-    the worker's clock started once ``docker run --detach`` had returned.
+    at the engine's CPU count). The image is pulled before (``image_problem``), so ``docker create``,
+    run under the keeper, takes a fraction of a second of the time limit; the worker's clock started
+    once ``docker run --detach`` had returned.
     """
     command = ["docker", "create", *(["--runtime=nvidia"] if gpu else []), "--name", container_name]
     command += ["--network=none", f"-m={DOCKER_MEMORY_LIMIT}", f"--cpus={cpus:g}"]
@@ -427,7 +427,7 @@ def _run_docker(
             raise RunnerError(problem)
         command = docker_command(code_copy, metadata, mounts, arguments, container_name=container_name, gpu=gpu, cpus=docker_cpus())
         # Created by the keeper, not here: a runner killed at any moment leaves no container behind. The
-        # clock starts before `docker create`, as the organisers' timed `docker run`.
+        # clock starts before `docker create` (the image is local by now: a fraction of a second).
         run = _run_kept(
             ["sh", "-c", CREATE_THEN_START, "sh", container_name, *command], Path(log_dir), dict(os.environ), stdout_path,
             stderr_path, time_limit=time_limit, container=container_name, report_command=command,
