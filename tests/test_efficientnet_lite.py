@@ -200,6 +200,7 @@ def test_images_the_model_gets_wrong_are_not_pushed_onto_their_true_class(classi
     assert attacked_accuracy(own_classes=method_config("i-fgsm").own_classes) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classifier", ["efficientnet_lite0"], indirect=True)
 def test_reopening_in_another_precision_keeps_the_weights(classifier: Classifier) -> None:
     """``--precision auto`` times bfloat16 in a second session on the same graph, and may come back to float32."""
