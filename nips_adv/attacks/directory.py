@@ -145,16 +145,20 @@ class _Job:
                     logger.debug("%s: toward %d (%s)", name, label, class_name(int(label)))
         return np.array([self.labels_by_name[name] for name in batch.names], dtype=np.int64)
 
+    def attack_labels(self, batch: ImageBatch, config: SignGradientConfig) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The batch's labels and their weights for the attack: targets or true labels, else the model's own
+        classes (a forward pass, which callers time as the batch's overhead, not as its gradients)."""
+        labels = self.labels(batch)
+        if labels is None and self.eps > 0:
+            return own_labels(self.model.logits(shrunk_for_attack(self.model, batch.pixels)), config.own_classes)
+        return labels, None
+
     def attack(self, batch: ImageBatch, config: SignGradientConfig, times: PassTimes, clock, deadline: float | None = None) -> float | None:
         """Attack and write ``batch``; returns the attack's seconds (its gradients), adding them and the
         batch's label look-up and writing to ``times``. Past ``deadline`` (a value of ``clock``, checked
         before every iteration) the attack stops, nothing is written, and None is returned."""
         lookup_started = clock()
-        labels = self.labels(batch)
-        weights = None
-        if labels is None and self.eps > 0:
-            # The model's own classes: a forward pass, timed as the batch's overhead, not as its gradients.
-            labels, weights = own_labels(self.model.logits(shrunk_for_attack(self.model, batch.pixels)), config.own_classes)
+        labels, weights = self.attack_labels(batch, config)
         attack_started = clock()
         stop = None if deadline is None else (lambda: clock() >= deadline)
         try:
@@ -341,9 +345,9 @@ class _Job:
         stop = lambda: clock() >= time_budget.deadline  # noqa: E731
         try:
             model.reopen("bfloat16")  # type: ignore[attr-defined]
-            labels, weights = self.labels(batch), None
-            if labels is None:
-                labels, weights = own_labels(model.logits(shrunk_for_attack(model, batch.pixels)), config.own_classes)
+            labels, weights = self.attack_labels(batch, config)
+            if labels is None:  # eps 0: nothing to time
+                return float32_seconds
             for rows in (slice(0, 1), slice(0, PRECISION_TRIAL_IMAGES)):  # one image compiles the step; then it is timed
                 started = clock()
                 sign_gradient_attack(model, batch.pixels[rows], self.eps, labels=labels[rows], targeted=self.targeted,

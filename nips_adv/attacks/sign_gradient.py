@@ -391,13 +391,18 @@ def attack_side(model: GradientModel, pixels: np.ndarray) -> int | None:
 def shrunk_for_attack(model: GradientModel, pixels: np.ndarray) -> np.ndarray:
     """``pixels`` as the attack sees them (``attack_side``): the model's own classes are read on these."""
     side = attack_side(model, pixels)
-    return pixels if side is None else np.stack([resize_pixels(image, (side, side)) for image in pixels])
+    return pixels if side is None else _shrunk(pixels, side)
+
+
+def _shrunk(pixels: np.ndarray, side: int) -> np.ndarray:
+    """``pixels`` (B, H, W, 3) resized to ``side`` x ``side`` each, with the organisers' filter (``resize_pixels``)."""
+    return np.stack([resize_pixels(image, (side, side)) for image in pixels])
 
 
 def attack_at_input_size(attack: Callable[[np.ndarray], np.ndarray], clean: np.ndarray, eps: float, side: int) -> np.ndarray:
     """``attack`` run on ``clean`` shrunk to ``side`` x ``side`` (bicubic, as the defense shrinks), its
     perturbation enlarged back (bilinear: each value a convex mix of values within eps) and added to ``clean``."""
-    small = np.stack([resize_pixels(image, (side, side)) for image in clean])
+    small = _shrunk(clean, side)
     perturbation = attack(small).astype(np.float32) - small
     height, width = clean.shape[1:3]
     enlarged = np.stack([
