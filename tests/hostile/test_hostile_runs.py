@@ -34,15 +34,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _tagged_processes() -> list[int]:
+def _tagged_processes(inside: Path) -> list[int]:
+    """Living processes of any run whose working folder is under ``inside`` (this test's runs, not a
+    neighbouring test's when tests run in parallel)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 environment = Path(f"/proc/{entry}/environ").read_bytes()
+                cwd = Path(os.readlink(f"/proc/{entry}/cwd"))
             except OSError:
                 continue
-            if f"{TAG_VARIABLE}=".encode() in environment and _alive(int(entry)):
+            if f"{TAG_VARIABLE}=".encode() in environment and cwd.is_relative_to(inside) and _alive(int(entry)):
                 found.append(int(entry))
     return found
 
@@ -61,7 +64,7 @@ def test_no_daemon_outlives_the_run(tmp_path: Path, ending: str) -> None:
     for name in ("setsid", "double_fork", "stubborn"):
         pid = int((submission / f"{name}.pid").read_text())
         assert not _alive(pid), f"the {name} daemon {pid} survived the run"
-    assert _tagged_processes() == []
+    assert _tagged_processes(tmp_path) == []
     assert result.seconds < 20
 
 
@@ -108,10 +111,10 @@ def test_a_dead_or_frozen_runner_does_not_keep_its_run_alive(tmp_path: Path, run
         # The keeper's slack (2 s) past the limit, SIGTERM, then SIGKILL after the 5 s grace for the one that ignores it.
         gone_by = time.monotonic() + (time_limit if runner_fate == signal.SIGSTOP else 0) + 12
         # The keeper itself carries the tag and ends a moment after the last process it kills.
-        while (any(_alive(pid) for pid in pids.values()) or _tagged_processes()) and time.monotonic() < gone_by:
+        while (any(_alive(pid) for pid in pids.values()) or _tagged_processes(tmp_path)) and time.monotonic() < gone_by:
             time.sleep(0.1)
         assert not [name for name, pid in pids.items() if _alive(pid)], "processes outlived their runner"
-        assert not _tagged_processes()
+        assert not _tagged_processes(tmp_path)
     finally:
         runner.kill()
         runner.wait()
@@ -157,7 +160,7 @@ def test_a_killed_evaluates_piece_stays_locked_until_its_run_is_gone(tmp_path: P
         os.close(lock)
         started = time.monotonic()
         with piece_lock(tmp_path / "piece"):
-            assert not _alive(stubborn) and not _tagged_processes()
+            assert not _alive(stubborn) and not _tagged_processes(tmp_path)
         assert time.monotonic() - started < 15
     finally:
         if runner.poll() is None:
