@@ -39,7 +39,7 @@ class CountingModel:
         self.call_sizes: list[int] = []
         self.call_labels: list[np.ndarray | None] = []
 
-    def gradient_function(self, loss, transform=None):
+    def gradient_function(self, loss, transform=None, *, backward=None):
         copies = 1 if transform is None else transform.copies  # each copy costs an image-gradient
 
         def gradient_of(pixels, labels, weights=None):

@@ -12,7 +12,14 @@ from attack_fakes import CountingModel, FakeClock, write_inputs
 from click.testing import CliRunner
 
 from nips_adv.attacks.directory import attack_directory
-from nips_adv.attacks.plan import MAX_COPIES, NON_TARGETED_FAMILY, TARGETED_METHOD, choose_plan, cost_per_image
+from nips_adv.attacks.plan import (
+    MAX_COPIES,
+    NON_TARGETED_FAMILY,
+    NON_TARGETED_SKIP_GRADIENT,
+    TARGETED_METHOD,
+    choose_plan,
+    cost_per_image,
+)
 from nips_adv.attacks.sign_gradient import METHODS, SignGradientConfig, chunked_gradient, method_config, sign_gradient_attack
 from nips_adv.cli.attack import attack_command, targeted_attack_command
 from nips_adv.contract.csv_files import write_label_file
@@ -33,7 +40,7 @@ class QuadraticModel:
         logits[:, 4] = 1.0
         return logits
 
-    def gradient_function(self, loss, transform=None):
+    def gradient_function(self, loss, transform=None, *, backward=None):
         def gradient_of(pixels, labels, weights=None):
             self.points.append(np.array(pixels))
             return self.centre[: len(pixels)] - pixels if len(pixels) == len(self.centre) else self._rows(pixels)
@@ -166,6 +173,8 @@ def test_the_plan_spends_what_fits_and_degrades_gracefully() -> None:
     roomy = choose_plan(targeted=False, gradients_per_image=10_000).config
     assert roomy.copies == cap and roomy.variance_samples == 20  # then variance tuning takes the rest
     assert choose_plan(targeted=False, gradients_per_image=cap * 10 * 3 + 5).config.variance_samples == 2
+    for budget in (6.5, 37, 10_000):  # SGM on every non-targeted plan: a backward rule, no extra gradient
+        assert choose_plan(targeted=False, gradients_per_image=budget).config.skip_gradient == NON_TARGETED_SKIP_GRADIENT < 1
     targeted = choose_plan(targeted=True, gradients_per_image=80.9).config
     assert (targeted.iterations, targeted.loss) == (80, "logit")
     assert choose_plan(targeted=True, gradients_per_image=10_000).config.iterations == METHODS[TARGETED_METHOD].iterations

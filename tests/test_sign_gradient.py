@@ -34,7 +34,7 @@ class ScriptedModel:
         logits[:, 16] = logits[:, 17] = 0.0
         return logits
 
-    def gradient_function(self, loss, transform=None):
+    def gradient_function(self, loss, transform=None, *, backward=None):
         def gradient_of(pixels, labels, weights=None):
             self.calls.append(
                 {"pixels": pixels.copy(), "labels": np.asarray(labels).copy(), "weights": np.asarray(weights).copy(),

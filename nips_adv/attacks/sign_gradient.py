@@ -15,6 +15,9 @@ and accumulates it (momentum over L1-normalised gradients), and moves by a signe
 - Admix (Wang et al. 2021, arXiv 2102.00436: 3 mixes x 5 scales, eta 0.2, on MI-FGSM);
 - BSR (Wang et al. 2024, arXiv 2308.10299: 2x2 blocks, 24 degrees, 20 copies, on MI-FGSM);
 - SIA (Wang et al. 2023, arXiv 2309.14700: 3x3 blocks, 20 copies, on MI-FGSM);
+- backward rules, on any method (``models.layers.BackwardRule``): SGM (Wu et al. 2020, arXiv
+  2002.05990: the residual branches' gradient times gamma), LinBP (Guo et al. 2020, arXiv 2012.03528:
+  ReLUs linear in the backward pass), ghost networks (Li et al. 2020, arXiv 1812.03413: shortcut erosion);
 - the targeted logit loss (Zhao, Liu & Larson 2021, arXiv 2012.11207: DI + TI (5x5) + MI, 300
   iterations of 2/255 at eps 16/255).
 
@@ -32,6 +35,7 @@ from PIL import Image
 
 from ..contract.epsilon import epsilon_box, project_to_epsilon_box
 from ..contract.images import resize_pixels
+from ..models.layers import BackwardRule
 from .gradient_rules import VarianceTuning, momentum_update, nesterov_point
 from .losses import LOSSES, get_loss, own_labels
 from .transforms import COPY_TRANSFORMS, DEFAULT_DIVERSITY_SCALE, InputDiversity, compose
@@ -48,7 +52,7 @@ class GradientModel(Protocol):
     def logits(self, pixels: np.ndarray) -> np.ndarray: ...
 
     def gradient_function(
-        self, loss: Callable[..., Any], transform: Any = None
+        self, loss: Callable[..., Any], transform: Any = None, *, backward: Any = None
     ) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]: ...
 
 
@@ -78,6 +82,9 @@ class SignGradientConfig:
     - ``shared_channels``: one perturbation for R, G and B (each step's gradient averaged over the
       channels before its sign): a brightness change without colour noise, which a defense that
       detects attacks by their colour noise does not see (docs/defenses.md).
+    - ``skip_gradient``, ``linear_backward``, ``skip_erosion``: how each gradient runs back through the
+      surrogates' residual blocks and ReLUs (``BackwardRule``: SGM's gamma, LinBP's share of linear
+      blocks, ghost networks' shortcut erosion); 1, 0, 0 are off. They cost no extra gradient.
     - ``own_classes``: non-targeted attacks without labels move away from the model's top
       ``own_classes`` classes on the clean image, each weighted by its probability (the
       expected cross-entropy under the model's own belief). On a confident image that is the
@@ -103,6 +110,9 @@ class SignGradientConfig:
     ti_kernel_size: int = 0
     ti_sigmas: float = 3.0
     shared_channels: bool = False
+    skip_gradient: float = 1.0
+    linear_backward: float = 0.0
+    skip_erosion: float = 0.0
     own_classes: int = 5
     loss: str = "cross-entropy"
     chunk_images: int = DEFAULT_CHUNK_IMAGES
@@ -138,6 +148,7 @@ class SignGradientConfig:
             raise ValueError(f"TI kernel size must be 0 (off) or odd, got {self.ti_kernel_size}")
         if not isinstance(self.shared_channels, bool):
             raise ValueError(f"shared_channels must be true or false, got {self.shared_channels!r}")
+        self.backward_rule  # BackwardRule checks its own settings
         if not 1 <= self.own_classes <= 1000:
             raise ValueError(f"own classes must be 1..1000, got {self.own_classes}")
         if self.loss not in LOSSES:
@@ -157,6 +168,12 @@ class SignGradientConfig:
         if self.diversity_prob > 0:
             parts.append(InputDiversity(probability=self.diversity_prob, scale=self.diversity_scale))
         return compose(*parts) if parts else None
+
+    @property
+    def backward_rule(self) -> BackwardRule | None:
+        """The backward rule of the surrogates' gradient; None when every part of it is off."""
+        rule = BackwardRule(self.skip_gradient, self.linear_backward, self.skip_erosion)
+        return None if rule.is_identity else rule
 
     @property
     def copies_per_gradient(self) -> int:
@@ -217,6 +234,12 @@ METHOD_REGISTRY: dict[str, Method] = {
                   "Wang et al. 2024, arXiv 2308.10299"),
     "sia": Method(SignGradientConfig(iterations=10, decay=1.0, copy_transform="sia"), "MI-FGSM on 20 block-transformed copies",
                   "Wang et al. 2023, arXiv 2309.14700"),
+    "sgm": Method(SignGradientConfig(iterations=10, decay=1.0, skip_gradient=0.5),
+                  "MI-FGSM, residual branches' gradient x 0.5 (skip gradient)", "Wu et al. 2020, arXiv 2002.05990"),
+    "linbp": Method(SignGradientConfig(iterations=10, decay=1.0, linear_backward=0.5),
+                    "MI-FGSM, the last half's ReLUs linear in the backward pass", "Guo et al. 2020, arXiv 2012.03528"),
+    "ghost": Method(SignGradientConfig(iterations=10, decay=1.0, skip_erosion=0.22),
+                    "MI-FGSM on a new ghost network per step (shortcuts x U[0.78, 1.22])", "Li et al. 2020, arXiv 1812.03413"),
     "logit-ti-di-mi-fgsm": Method(
         SignGradientConfig(iterations=300, decay=1.0, diversity_prob=0.5, ti_kernel_size=5, loss="logit", step_fraction=1 / 8),
         "the logit loss, DI, TI (5x5), 300 steps of eps/8 (targeted transfer)", "Zhao et al. 2021, arXiv 2012.11207",
@@ -342,7 +365,7 @@ def sign_gradient_attack(
         labels = np.asarray(labels).reshape(len(clean), -1)
         weights = np.ones(labels.shape, np.float32) if label_weights is None else np.asarray(label_weights, np.float32).reshape(labels.shape)
     gradient_at = chunked_gradient(
-        model.gradient_function(get_loss(config.loss), config.transform),
+        model.gradient_function(get_loss(config.loss), config.transform, backward=config.backward_rule),
         labels,
         weights,
         images_per_run(config, clean.shape[1:3]),

@@ -356,15 +356,16 @@ class DefendedClassifier:
         """``(B,)`` labels 1..1000."""
         return np.argmax(self.logits(pixels, passes=passes, stop=stop), axis=1) + 1
 
-    def gradient_function(self, loss: Callable[..., Any], transform: Any = None) -> Callable[..., np.ndarray]:
+    def gradient_function(self, loss: Callable[..., Any], transform: Any = None, *, backward: Any = None) -> Callable[..., np.ndarray]:
         """The gradient of ``loss`` through the attack's ``transform`` (if any), then the defense.
 
         Averaged over ``gradient_passes`` random passes (EOT); non-differentiable steps pass the
         gradient straight through (BPDA). A routed recipe gives each image the gradient of the branch
-        it goes to at that step (the choice itself has none). Same signature as ``Classifier.gradient_function``.
+        it goes to at that step (the choice itself has none). ``backward``: the attack's backward rule
+        for the classifier's networks. Same signature as ``Classifier.gradient_function``.
         """
         if self.branches:
-            gradients = [branch.gradient_function(loss, transform) for branch in self.branches]
+            gradients = [branch.gradient_function(loss, transform, backward=backward) for branch in self.branches]
 
             def routed(pixels: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
                 pixels, labels = np.asarray(pixels), np.asarray(labels)
@@ -379,7 +380,7 @@ class DefendedClassifier:
         if self.recipe.versus_plain:
             assert self.recipe.transform is not None
             loss = _VersusPlainLoss(loss, self.recipe.versus_plain, int(self.recipe.transform.copies) - 1)
-        gradient = self.classifier.gradient_function(loss, combined)
+        gradient = self.classifier.gradient_function(loss, combined, backward=backward)
         if self.gradient_passes == 1:
             return gradient
 

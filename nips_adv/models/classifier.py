@@ -29,6 +29,7 @@ import numpy as np
 from ..contract.constants import NUM_LABELS
 from .catalogue import ModelListError, UnknownModelError, get_entry, prepare_weights
 from .checkpoints import CheckpointError, checkpoint_exists, normalise_checkpoint_path
+from .layers import BackwardRule, backward_rule
 from .networks import Architecture, get_architecture, list_architectures
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ PRECISIONS = ("float32", "bfloat16")
 FUSIONS = ("logits", "probabilities")
 
 __all__ = [
-    "FUSIONS", "PRECISIONS", "Classifier", "Loss", "Member", "ModelListError", "Network", "Transform",
+    "BackwardRule", "FUSIONS", "PRECISIONS", "Classifier", "Loss", "Member", "ModelListError", "Network", "Transform",
     "UnknownModelError", "parse_members", "resolve_networks",
 ]
 
@@ -194,7 +195,7 @@ class Classifier:
         self._weights = tuple(network.weight / total for network in networks)
         self.precision = precision
         self.fusion = fusion
-        self._gradients: dict[tuple[Any, Any], Any] = {}
+        self._gradients: dict[tuple[Any, Any, Any], Any] = {}
         self._logits_by_transform: dict[Any, Any] = {}
 
         # Gradients are added to the graph after the session has run it (one per loss and transform);
@@ -288,23 +289,28 @@ class Classifier:
         return self._session.run(self._member_logits, {self._pixels: _as_float_pixels(pixels)})
 
     def gradient_function(
-        self, loss: Loss, transform: Transform | None = None
+        self, loss: Loss, transform: Transform | None = None, *, backward: BackwardRule | None = None
     ) -> Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]:
         """``fn(pixels, labels, weights) -> gradient`` of ``loss`` on the fused logits w.r.t. the pixels.
 
         ``labels``: ``(batch,)`` or ``(batch, K)`` ints 1..1000; ``weights`` the same shape (None: ones).
         The gradient has the shape of ``pixels``, float32, pixel units. With a ``transform``, the
         members see its copies (each resized to the member's input size) and the labels and weights
-        are tiled once per copy; the gradient flows back through it. Compiled on the first call for
-        each (loss, transform) and reused; every call is one ``session.run``.
+        are tiled once per copy; the gradient flows back through it. With a ``backward`` rule the
+        members are built again for this gradient, their residual blocks and ReLUs following it
+        (``layers.BackwardRule``: SGM, LinBP, ghost networks). Compiled on the first call for each
+        (loss, transform, backward) and reused; every call is one ``session.run``.
         """
-        key = (loss, transform)
+        backward = None if backward is None or backward.is_identity else backward
+        key = (loss, transform, backward)
         if key not in self._gradients:
             from .tf_compat import tf
 
             with self._graph.as_default():
                 copies = 1 if transform is None else int(transform.copies)
-                logits = self._logits if transform is None else self._fuse(self._build_members(transform(self._pixels)))
+                inputs = self._pixels if transform is None else transform(self._pixels)
+                rebuilt = transform is not None or backward is not None
+                logits = self._fuse(self._build_members(inputs, backward=backward)) if rebuilt else self._logits
                 labels = tf.tile(self._labels, [copies, 1])
                 weights = tf.tile(self._label_weights, [copies, 1])
                 self._gradients[key] = tf.gradients(loss(logits, labels, weights), self._pixels)[0]
@@ -355,17 +361,21 @@ class Classifier:
 
     # --- graph construction --------------------------------------------------------------------
 
-    def _build_members(self, pixels: "tf.Tensor") -> list["tf.Tensor"]:
-        """Each member's ``(N, 1000)`` float32 logits on ``pixels``; variables shared with earlier builds."""
+    def _build_members(self, pixels: "tf.Tensor", *, backward: BackwardRule | None = None) -> list["tf.Tensor"]:
+        """Each member's ``(N, 1000)`` float32 logits on ``pixels``; variables shared with earlier builds.
+        ``backward``: the rule their residual blocks and ReLUs follow (None: their own gradient)."""
         from .tf_compat import tf, tf1
 
         logits = []
         for index, network in enumerate(self._networks):
             architecture = network.architecture
             # AUTO_REUSE: building a member again (on a transform's copies) shares its variables.
-            with tf1.variable_scope(_graph_scope(index), reuse=tf1.AUTO_REUSE):
+            with tf1.variable_scope(_graph_scope(index), reuse=tf1.AUTO_REUSE), backward_rule(backward) as in_use:
                 images = architecture.preprocess(_resize_to(pixels, architecture.image_size))
                 raw = architecture.build_logits(images, network.scope)
+            if backward is not None and in_use.applied == 0:
+                logger.warning("%s has no residual block or ReLU the backward rule %s applies to: its gradient is its own",
+                               network.name, backward)
             logits.append(tf.cast(raw[:, architecture.label_offset :], tf.float32))
         return logits
 

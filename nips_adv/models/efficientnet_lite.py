@@ -32,7 +32,7 @@ import numpy as np
 
 from ..contract.constants import IMAGE_SIZE, NUM_LABELS
 from .checkpoints import CheckpointError
-from .layers import frozen_batch_norm
+from .layers import frozen_batch_norm, relu, residual_add
 from .networks import preprocess_efficientnet_lite  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def build_efficientnet_lite_logits(images: "tf.Tensor", scope: str, *, variant: 
         net = _pad_as_native(net, kernel_size, stride, native_size)
         return tf.nn.depthwise_conv2d(net, kernel, [1, stride, stride, 1], padding="VALID")
 
-    def batch_norm(net, name: str, relu6: bool):
+    def batch_norm(net, name: str, relu6: bool, depth: float = 0.0):
         channels = net.shape[-1]
         with tf1.variable_scope(name):
             gamma = tf1.get_variable("gamma", [channels], initializer=tf1.ones_initializer())
@@ -172,28 +172,30 @@ def build_efficientnet_lite_logits(images: "tf.Tensor", scope: str, *, variant: 
             mean = tf1.get_variable("moving_mean", [channels], initializer=tf1.zeros_initializer(), trainable=False)
             variance = tf1.get_variable("moving_variance", [channels], initializer=tf1.ones_initializer(), trainable=False)
         net = frozen_batch_norm(net, mean=mean, variance=variance, offset=beta, scale=gamma, epsilon=BATCH_NORM_EPSILON)
-        return tf.nn.relu6(net) if relu6 else net
+        return relu(net, depth=depth, relu6=True) if relu6 else net
 
     native_size = variant.native_size
     with tf1.variable_scope(scope, values=[images]):
         net = conv(images, "stem/conv", 3, STEM_FILTERS, stride=2, native_size=native_size)
         native_size = math.ceil(native_size / 2)
         net = batch_norm(net, "stem/batch_norm", relu6=True)
-        for index, block in enumerate(efficientnet_lite_blocks(variant.width, variant.depth)):
+        blocks = efficientnet_lite_blocks(variant.width, variant.depth)
+        for index, block in enumerate(blocks):
+            depth = (index + 1) / len(blocks)  # where a backward rule (layers.BackwardRule) sees this block
             with tf1.variable_scope(f"block_{index}"):
                 inputs = net
                 if block.has_expansion:
                     net = conv(net, "expand/conv", 1, block.expanded_filters)
-                    net = batch_norm(net, "expand/batch_norm", relu6=True)
+                    net = batch_norm(net, "expand/batch_norm", relu6=True, depth=depth)
                 net = depthwise(net, "depthwise/conv", block.kernel_size, block.stride, native_size)
                 native_size = math.ceil(native_size / block.stride)
-                net = batch_norm(net, "depthwise/batch_norm", relu6=True)
+                net = batch_norm(net, "depthwise/batch_norm", relu6=True, depth=depth)
                 net = conv(net, "project/conv", 1, block.output_filters)
                 net = batch_norm(net, "project/batch_norm", relu6=False)
                 if block.has_skip:
-                    net = net + inputs
+                    net = residual_add(net, inputs)
         net = conv(net, "head/conv", 1, HEAD_FILTERS)
-        net = batch_norm(net, "head/batch_norm", relu6=True)
+        net = batch_norm(net, "head/batch_norm", relu6=True, depth=1.0)
         net = tf.reduce_mean(net, axis=[1, 2])
         weights = tf1.get_variable(
             "logits/weights", [HEAD_FILTERS, NUM_CLASSES], initializer=tf1.initializers.variance_scaling(1.0)

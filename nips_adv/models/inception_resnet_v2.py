@@ -79,11 +79,12 @@ BLOCK8 = (  # Inception-ResNet-C, 8x8x2080
 def residual_block(net: "tf.Tensor", branches: tuple[Branch, ...], *, scale: float, relu: bool = True) -> "tf.Tensor":
     """``net + scale * Conv2d_1x1(concat(branches))``, then ReLU; the 1x1 projection back to ``net``'s
     depth has biases and neither batch norm nor activation (paper figures 16-18 and section 3.3)."""
+    from .layers import residual_add
     from .tf_compat import slim, tf
 
     mixed = build_branches(net, branches)
     up = slim.conv2d(mixed, net.shape[-1], 1, normalizer_fn=None, activation_fn=None, scope="Conv2d_1x1")
-    net = net + scale * up
+    net = residual_add(scale * up, net)
     return tf.nn.relu(net) if relu else net
 
 

@@ -45,6 +45,7 @@ def bottleneck_v2(
     the shortcut is a strided subsample, or a 1x1 projection of the pre-activation when the depth changes."""
     from tf_slim.nets import resnet_utils
 
+    from .layers import residual_add
     from .tf_compat import slim, tf1
 
     with tf1.variable_scope(scope, "bottleneck_v2", [inputs]):
@@ -56,7 +57,7 @@ def bottleneck_v2(
         residual = slim.conv2d(preact, depth_bottleneck, 1, stride=1, scope="conv1")
         residual = resnet_utils.conv2d_same(residual, depth_bottleneck, 3, stride, rate=rate, scope="conv2")
         residual = slim.conv2d(residual, depth, 1, stride=1, normalizer_fn=None, activation_fn=None, scope="conv3")
-        return shortcut + residual
+        return residual_add(residual, shortcut)
 
 
 @contextlib.contextmanager
