@@ -15,7 +15,7 @@ from nips_adv.attacks.directory import attack_directory
 from nips_adv.attacks.plan import (
     MAX_COPIES,
     NON_TARGETED_FAMILY,
-    NON_TARGETED_SKIP_GRADIENT,
+    SKIP_GRADIENT,
     TARGETED_METHOD,
     choose_plan,
     cost_per_image,
@@ -173,8 +173,9 @@ def test_the_plan_spends_what_fits_and_degrades_gracefully() -> None:
     roomy = choose_plan(targeted=False, gradients_per_image=10_000).config
     assert roomy.copies == cap and roomy.variance_samples == 20  # then variance tuning takes the rest
     assert choose_plan(targeted=False, gradients_per_image=cap * 10 * 3 + 5).config.variance_samples == 2
-    for budget in (6.5, 37, 10_000):  # SGM on every non-targeted plan: a backward rule, no extra gradient
-        assert choose_plan(targeted=False, gradients_per_image=budget).config.skip_gradient == NON_TARGETED_SKIP_GRADIENT < 1
+    for budget in (6.5, 12, 37, 10_000):  # SGM on every plan: a backward rule, no extra gradient
+        for targeted_plan in (False, True):
+            assert choose_plan(targeted=targeted_plan, gradients_per_image=budget).config.skip_gradient == SKIP_GRADIENT < 1
     targeted = choose_plan(targeted=True, gradients_per_image=80.9).config
     assert (targeted.iterations, targeted.loss) == (80, "logit")
     assert choose_plan(targeted=True, gradients_per_image=10_000).config.iterations == METHODS[TARGETED_METHOD].iterations
