@@ -13,10 +13,10 @@ one machine and ~445 s on another for 100 images):
    said, fewer iterations when slower), and when not one more step fits the refinement stops (the
    first pass's images stand).
 
-The non-targeted family was chosen by measurement (README, "Choosing the default attack: the
-arena"): crafted on the EfficientNet-Lite0 + Lite1 ensemble, scored on Lite2, checked on a second
-pairing (Lite1 + Lite2, scored on Lite0). The targeted recipe is Zhao et al.'s, not yet measured here
-with many iterations.
+The recipes were chosen by measurement (docs/attacks.md, "Choosing the default plan"): crafted on the
+EfficientNet-Lite0 + Lite1 ensemble, scored on Lite2, checked on a second pairing (Lite1 + Lite2, scored
+on Lite0), chosen on dev images 1-100 and reported on 101-200. The targeted recipe is Zhao et al.'s logit
+loss; both run SGM's skip gradient on the surrogates (``SKIP_GRADIENT``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .transforms import COPY_TRANSFORMS
 NON_TARGETED_FAMILY = "bsr"
 """Non-targeted recipe: MI-FGSM with block shuffle and rotation copies (Wang et al. 2024), whose copies
 per step grow with the budget. At 50 gradients per image and eps 4 it beat SI-NI-TI-DI on both
-pairings (README, "Choosing the default attack": 7 against 11 of 48, then 3 against 5 of 32)."""
+pairings (docs/attacks.md, "Choosing the default plan": 7 against 11 of 48, then 3 against 5 of 32)."""
 SKIP_GRADIENT = 0.5
 """SGM's gamma (Wu et al. 2020) on every plan: the surrogates' residual branches pass half the gradient, at no
 extra cost. Chosen on dev images 1-100 (docs/attacks.md): non-targeted, eps 4, bsr:copies=2, Lite0 + Lite1 ->
