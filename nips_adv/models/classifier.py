@@ -197,6 +197,7 @@ class Classifier:
         self.fusion = fusion
         self._gradients: dict[tuple[Any, Any, Any], Any] = {}
         self._logits_by_transform: dict[Any, Any] = {}
+        self._rule_free: set[str] = set()  # members a backward rule was asked of and found nothing to apply to
 
         # Gradients are added to the graph after the session has run it (one per loss and transform);
         # a tf.cond run before then must already output the intermediates its gradient will read.
@@ -373,7 +374,8 @@ class Classifier:
             with tf1.variable_scope(_graph_scope(index), reuse=tf1.AUTO_REUSE), backward_rule(backward) as in_use:
                 images = architecture.preprocess(_resize_to(pixels, architecture.image_size))
                 raw = architecture.build_logits(images, network.scope)
-            if backward is not None and in_use.applied == 0:
+            if backward is not None and in_use.applied == 0 and network.name not in self._rule_free:
+                self._rule_free.add(network.name)  # said once: each new copy transform compiles the members again
                 logger.warning("%s has no residual block or ReLU the backward rule %s applies to: its gradient is its own",
                                network.name, backward)
             logits.append(tf.cast(raw[:, architecture.label_offset :], tf.float32))
