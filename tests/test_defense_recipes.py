@@ -117,6 +117,9 @@ def test_routed_recipes_parse_into_branches_split_by_increasing_levels() -> None
         ("plain,,flip", "position 2"),
         ("plain,from:3,from:4,flip", "position 3"),
         ("plain,from:3,blur", "'blur'"),
+        ("plain,from:3,flip|crops", "last branch cannot be a consensus"),
+        ("plain|flip,from:3,crops", "each side of |"),
+        ("flip|,from:3,crops", "each side of |"),
     ],
 )
 def test_bad_routed_recipes_raise_one_line_naming_the_part(text: str, named: str) -> None:
@@ -203,6 +206,33 @@ def test_a_routed_recipe_classifies_and_differentiates_each_image_through_its_br
         np.testing.assert_allclose(gradient[[1, 3]], classifier.gradient_function(loss)(mixed[[1, 3]], labels[[1, 3]]), rtol=1e-5)
         np.testing.assert_allclose(gradient[[0, 2]], flipped.gradient_function(loss)(mixed[[0, 2]], labels[[0, 2]]), rtol=1e-5)
         assert not np.allclose(gradient[[0, 2]], classifier.gradient_function(loss)(mixed[[0, 2]], labels[[0, 2]]))
+
+
+def test_a_consensus_branch_answers_where_its_recipes_agree_and_passes_the_rest_on(toy_networks) -> None:
+    """``flip|crops``: where the mirror's and the crops' top classes agree, the log mean of their probabilities
+    (and the mean of their gradients); elsewhere the next branch's answer and gradient, row by row."""
+    from nips_adv.models.tf_compat import tf
+
+    images = np.random.default_rng(11).integers(0, 256, size=(12, SIDE, SIDE, 3)).astype(np.uint8)
+    labels = np.arange(12) + 1
+
+    def loss(logits, labels, weights):
+        return tf.reduce_sum(logits[:, 5])
+
+    with Classifier(toy_networks) as classifier:
+        routed = DefendedClassifier(classifier, parse_recipe("flip|crops,from:1000,bits:3"))
+        assert [branch.text for branch in routed.recipe.branches] == ["flip|crops", "bits:3"]
+        flip, crops, last = (DefendedClassifier(classifier, parse_recipe(text)) for text in ("flip", "crops", "bits:3"))
+        agree = flip.predict(images) == crops.predict(images)
+        assert agree.any() and not agree.all()
+        logits = routed.logits(images)
+        mean = (np.exp(flip.logits(images).astype(np.float64)) + np.exp(crops.logits(images).astype(np.float64))) / 2
+        np.testing.assert_allclose(logits[agree], np.log(mean[agree]), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(logits[~agree], last.logits(images[~agree]), rtol=1e-5, atol=1e-5)
+        gradient = routed.gradient_function(loss)(images, labels)
+        both = (flip.gradient_function(loss)(images[agree], labels[agree]) + crops.gradient_function(loss)(images[agree], labels[agree])) / 2
+        np.testing.assert_allclose(gradient[agree], both, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(gradient[~agree], last.gradient_function(loss)(images[~agree], labels[~agree]), rtol=1e-5)
 
 
 def test_the_defended_logits_are_the_log_mean_probability_of_the_views(toy_networks, pixels) -> None:
@@ -428,7 +458,7 @@ def test_the_packaged_denoiser_loads_and_keeps_clean_photos_correct() -> None:
 
 @pytest.mark.slow
 def test_the_default_recipe_routes_photos_by_their_noise_and_keeps_them_correct() -> None:
-    """The default: photographs showing no colour noise go through five crops, and the same photographs under
+    """The default: photographs showing no noise go through five crops, and the same photographs under
     +-16 drawn per channel go to the noise, denoiser and crops branch that also divides out the undefended
     beliefs; both still see scikit-image's cat and espresso."""
     import skimage.data

@@ -185,6 +185,9 @@ class Recipe:
     branches: tuple["Recipe", ...] = ()
     levels: tuple[float, ...] = ()
     versus_plain: float = 0.0
+    consensus: tuple["Recipe", ...] = ()
+    """A consensus branch (``A|B``) of a routed recipe: the recipes whose top classes must agree, else the
+    image goes on to the next branch."""
 
     @property
     def name(self) -> str:
@@ -193,7 +196,7 @@ class Recipe:
     @property
     def plain(self) -> bool:
         """True when the recipe defends nothing: the classifier's own logits."""
-        return self.transform is None and not self.branches
+        return self.transform is None and not self.branches and not self.consensus
 
     def branch_of(self, levels: np.ndarray) -> np.ndarray:
         """``(B,)`` index of the branch each image of colour-noise ``levels`` goes to (routed recipes)."""
@@ -215,6 +218,13 @@ def parse_recipe(text: str, *, seed: int | None = None, denoisers: Sequence[Path
     text = PRESETS.get(text.strip(), text.strip())
     if "," in text:
         return _parse_routed(text, seed, denoisers)
+    if "|" in text:
+        members = [part.strip() for part in text.split("|")]
+        if any(not member or member in ("plain", "none") for member in members):
+            raise RecipeError(f"consensus {text!r}: each side of | must be a recipe of defense steps")
+        parsed = tuple(parse_recipe(member, seed=None if seed is None else seed + 100 * index, denoisers=denoisers)
+                       for index, member in enumerate(members))
+        return Recipe(text, None, any(member.random for member in parsed), consensus=parsed)
     if text in ("plain", "none", ""):
         return Recipe("plain", None, False)
     steps: list[DefenseTransform] = []
@@ -272,6 +282,8 @@ def _parse_routed(text: str, seed: int | None, denoisers: Sequence[Path]) -> Rec
         levels.append(level)
     if len(branches) != len(levels) + 1:
         raise RecipeError(f"routed recipe {text!r}: it must end with a recipe after from:{levels[-1]:g}")
+    if branches[-1].consensus:
+        raise RecipeError(f"routed recipe {text!r}: its last branch cannot be a consensus (A|B): disagreements go on to the next")
     return Recipe(text, None, any(branch.random for branch in branches), tuple(branches), tuple(levels))
 
 
@@ -302,6 +314,9 @@ class DefendedClassifier:
         self.branches = [
             DefendedClassifier(classifier, branch, passes=passes, gradient_passes=gradient_passes) for branch in recipe.branches
         ]
+        self.members = [
+            DefendedClassifier(classifier, member, passes=passes, gradient_passes=gradient_passes) for member in recipe.consensus
+        ]
 
     @property
     def name(self) -> str:
@@ -323,8 +338,11 @@ class DefendedClassifier:
         pixels = _at_most_network_size(np.asarray(pixels), self.input_side)
         if self.branches:
             return self._routed(
-                pixels, lambda index, rows: _log_softmax(self.branches[index].logits(pixels[rows], passes=passes, stop=stop))
+                pixels, lambda index, rows: _log_softmax(self.branches[index].logits(pixels[rows], passes=passes, stop=stop)),
+                passes=passes, stop=stop, classifying=True,
             )
+        if self.members:
+            return self.consensus_logits(pixels, passes=passes, stop=stop)[0]
         if self.recipe.transform is None:
             return self.classifier.logits(pixels)
         passes = self.passes if passes is None else (passes if self.recipe.random else 1)
@@ -352,6 +370,17 @@ class DefendedClassifier:
             return _log_softmax(np.where(agree[:, None], mean, mean - self.recipe.versus_plain * _log_softmax(plain)))
         return mean.astype(np.float32)
 
+    def consensus_logits(
+        self, pixels: np.ndarray, *, passes: int | None = None, stop: Callable[[], bool] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A consensus recipe's ``(B, 1000)`` log mean probability over its members, and ``(B,)`` True where
+        every member names the same top class."""
+        members = [_log_softmax(member.logits(pixels, passes=passes, stop=stop)).astype(np.float64) for member in self.members]
+        top = [np.argmax(logits, axis=1) for logits in members]
+        agree = np.all([classes == top[0] for classes in top], axis=0)
+        mean = np.mean([np.exp(logits) for logits in members], axis=0)
+        return np.log(np.maximum(mean, np.finfo(np.float64).tiny)).astype(np.float32), agree
+
     def predict(self, pixels: np.ndarray, *, passes: int | None = None, stop: Callable[[], bool] | None = None) -> np.ndarray:
         """``(B,)`` labels 1..1000."""
         return np.argmax(self.logits(pixels, passes=passes, stop=stop), axis=1) + 1
@@ -361,8 +390,9 @@ class DefendedClassifier:
 
         Averaged over ``gradient_passes`` random passes (EOT); non-differentiable steps pass the
         gradient straight through (BPDA). A routed recipe gives each image the gradient of the branch
-        it goes to at that step (the choice itself has none). ``backward``: the attack's backward rule
-        for the classifier's networks. Same signature as ``Classifier.gradient_function``.
+        it goes to at that step (the choice itself has none); a consensus branch, the mean of its
+        members' gradients. ``backward``: the attack's backward rule for the classifier's networks.
+        Same signature as ``Classifier.gradient_function``.
         """
         if self.branches:
             gradients = [branch.gradient_function(loss, transform, backward=backward) for branch in self.branches]
@@ -375,6 +405,13 @@ class DefendedClassifier:
                 )
 
             return routed
+        if self.members:
+            parts = [member.gradient_function(loss, transform, backward=backward) for member in self.members]
+
+            def mean(pixels: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+                return np.mean([part(pixels, labels, weights) for part in parts], axis=0)
+
+            return mean
         chain = [step for step in (transform, self.recipe.transform) if step is not None]
         combined = None if not chain else chain[0] if len(chain) == 1 else Compose(chain)
         if self.recipe.versus_plain:
@@ -389,16 +426,31 @@ class DefendedClassifier:
 
         return averaged
 
-    def _routed(self, pixels: np.ndarray, apply: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
-        """``apply(branch_index, rows)`` for the rows of ``pixels`` each branch gets, put back in order."""
+    def _routed(
+        self, pixels: np.ndarray, apply: Callable[[int, np.ndarray], np.ndarray], *,
+        passes: int | None = None, stop: Callable[[], bool] | None = None, classifying: bool = False,
+    ) -> np.ndarray:
+        """``apply(branch_index, rows)`` for the rows of ``pixels`` each branch gets, put back in order.
+
+        A consensus branch first classifies its rows through each member: where they disagree, the images go
+        on to the next branch; where they agree, ``apply`` gets them (``classifying``: their consensus
+        logits are the answer, computed once)."""
         pixels = np.asarray(pixels)
         chosen = self.recipe.branch_of(colour_noise_level(pixels))
         result: np.ndarray | None = None
-        for index in range(len(self.branches)):
+        for index, branch in enumerate(self.branches):
             rows = np.flatnonzero(chosen == index)
             if len(rows) == 0:
                 continue
-            part = np.asarray(apply(index, rows))
+            if branch.members:
+                logits, agree = branch.consensus_logits(pixels[rows], passes=passes, stop=stop)
+                chosen[rows[~agree]] = index + 1
+                rows = rows[agree]
+                if len(rows) == 0:
+                    continue
+                part = logits[agree] if classifying else np.asarray(apply(index, rows))
+            else:
+                part = np.asarray(apply(index, rows))
             if result is None:
                 result = np.zeros((len(pixels),) + part.shape[1:], part.dtype)
             result[rows] = part
