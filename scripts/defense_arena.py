@@ -23,10 +23,10 @@ labels with 95% Wilson intervals and image counts, for:
 Images: the dev images sorted by name, ``--split tune`` (1-100: choose there) or ``confirm`` (101-200:
 report there) or ``all``; each figure is also given on the images the packaged denoiser never saw
 (after the first ``--denoiser-train-count`` by name). A routed recipe's rows say how many images each
-branch took.
+branch's level range took.
 
     .venv/bin/python scripts/defense_arena.py --split confirm --recipe plain --recipe default \\
-        --transfer BSR=/tmp/adv/conf_bsr_16 --chroma-removed --craft "BSR shared=bsr:copies=5,shared_channels=true" \\
+        --transfer BSR=/tmp/adv/conf_bsr_16 --chroma-removed BSR --craft "BSR shared=bsr:copies=5,shared_channels=true" \\
         --evading "BSR evading=bsr:copies=5" --adaptive eot-bpda --adaptive level-evading --adaptive-limit 10
 
 Uses only nips_adv's public API: Classifier, parse_recipe, DefendedClassifier, sign_gradient_attack, adaptive.
@@ -127,7 +127,8 @@ def main() -> int:
     true_label = dict(zip(frame["ImageId"] + ".png", frame["TrueLabel"].astype(int)))
     every = sorted(path.name for path in args.images.glob("*.png") if path.name in true_label)
     names = every[SPLITS[args.split]][: args.limit]
-    unseen = np.array([every.index(name) >= args.denoiser_train_count for name in names])
+    unseen_names = set(every[args.denoiser_train_count:])
+    unseen = np.array([name in unseen_names for name in names])
     labels = np.array([true_label[name] for name in names])
     clean = load_folder(args.images, names)
     inputs: dict[str, np.ndarray] = {"clean": clean}
@@ -167,10 +168,10 @@ def main() -> int:
     for recipe_text in args.recipes or ["plain", "default"]:
         recipe = parse_recipe(DEFAULT_RECIPE if recipe_text == "default" else recipe_text, seed=args.seed)
         model = DefendedClassifier(classifier, recipe, passes=args.passes, gradient_passes=args.eot)
-        rows: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+        rows: dict[str, tuple[np.ndarray, np.ndarray, float, np.ndarray]] = {}  # correct, which images, seconds, those images
         for label, pixels in inputs.items():
             started = time.monotonic()
-            rows[label] = (predict(model, pixels, args.batch_size) == labels, np.ones(len(names), bool), time.monotonic() - started)
+            rows[label] = (predict(model, pixels, args.batch_size) == labels, np.ones(len(names), bool), time.monotonic() - started, pixels)
         chosen = np.arange(len(names)) < args.adaptive_limit
         for kind in args.adaptive:
             target = LevelEvadingModel(model, untouched=untouched) if kind == "level-evading" else model
@@ -179,15 +180,13 @@ def main() -> int:
             adversarial = attack(target, clean[chosen], args.eps, spec, args.batch_size, labels=labels[chosen])
             correct = np.zeros(len(names), bool)
             correct[chosen] = predict(model, adversarial, args.batch_size) == labels[chosen]
-            inputs[f"adaptive {kind}"] = np.where(chosen[:, None, None, None], 0, clean)  # its levels: of the attacked ones only
-            inputs[f"adaptive {kind}"][chosen] = adversarial
-            rows[f"adaptive {kind}"] = (correct, chosen, time.monotonic() - started)
+            rows[f"adaptive {kind}"] = (correct, chosen, time.monotonic() - started, adversarial)
         print(f"\n## {recipe.name}  ({model.passes} pass(es))")
-        for label, (correct, mask, seconds) in rows.items():
+        for label, (correct, mask, seconds, pixels) in rows.items():
             routed = ""
-            if recipe.branches:
-                counts = np.bincount(recipe.branch_of(colour_noise_level(inputs[label][mask])), minlength=len(recipe.branches))
-                routed = " | branches " + "/".join(str(count) for count in counts)
+            if recipe.branches:  # by level alone: a consensus branch passes its disagreements on to the next
+                counts = np.bincount(recipe.branch_of(colour_noise_level(pixels)), minlength=len(recipe.branches))
+                routed = " | levels send " + "/".join(str(count) for count in counts)
             print(f"  {label:40s} {cell(correct[mask])} | unseen {cell(correct[mask & unseen])} | {seconds:.0f} s{routed}")
             if label in cycled:
                 for quarter, rows_of_eps in enumerate(np.array_split(np.arange(len(names)), 4)):

@@ -1,7 +1,7 @@
 """What an attacker who has read the defense would try: perturbations the router cannot see.
 
 The routed default sorts images by the noise their smoothest parts show (``noise_level``). A reader
-of that code has two cheap dodges, both measured by ``scripts/defense_arena.py``:
+of that code has two cheap dodges, both in ``scripts/defense_arena.py``:
 
 - ``luminance_only``: keep an attack's luminance change and restore the clean image's colour, so the
   colour differences stay those of the photograph (the issue's "chroma removed" attack);
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..contract.epsilon import project_to_epsilon_box
-from .noise_level import LUMA, colour_noise_level, filtered, luminance_noise_level
+from .noise_level import LUMA, colour_magnitude, colour_noise_level, luminance_magnitude, luminance_noise_level
 
 UNTOUCHED_FRACTION = 0.3
 """``LevelEvadingModel``'s default: three times the share of positions the level's percentile reads."""
@@ -34,19 +34,18 @@ def luminance_only(clean: np.ndarray, adversarial: np.ndarray, eps: float) -> np
 
 
 def noise_levels(pixels: np.ndarray) -> np.ndarray:
-    """``(B, 2)``: each image's colour and luminance noise levels, the two a routed recipe reads."""
+    """``(B, 2)``: each image's colour noise level (the one a routed recipe reads) and luminance noise level."""
     return np.stack([colour_noise_level(pixels), luminance_noise_level(pixels)], axis=1)
 
 
 def smoothest_pixels(pixels: np.ndarray, fraction: float) -> np.ndarray:
     """``(B, H, W)`` bool: each image's pixels within one pixel of its smoothest ``fraction`` of positions by
-    the noise levels' own measure (the larger of the filtered colour and luminance magnitudes): where the level is read, and every pixel the filter there touches."""
+    the noise levels' own measures (the larger of the colour and luminance magnitudes): where the levels
+    are read, and every pixel the filter there touches."""
     images = np.asarray(pixels, np.float64)
     if images.ndim != 4 or images.shape[-1] != 3 or min(images.shape[1:3]) < 3:
         raise ValueError(f"expected pixels of shape (B, H, W, 3) with sides of at least 3, got {images.shape}")
-    green = images[..., 1]
-    colour = np.abs(filtered(images[..., 0] - green)) + np.abs(filtered(images[..., 2] - green))
-    magnitude = np.maximum(colour, np.abs(filtered(images @ LUMA)))
+    magnitude = np.maximum(colour_magnitude(images), luminance_magnitude(images))
     threshold = np.percentile(magnitude.reshape(len(images), -1), 100 * fraction, axis=1)
     held = magnitude <= threshold[:, None, None]
     height, width = held.shape[1:]

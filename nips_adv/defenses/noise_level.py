@@ -8,8 +8,9 @@ pixels, of |L(R-G)| + |L(B-G)|, L the 3 x 3 Laplacian-like kernel of Immerkaer's
 image's smoothest parts and ignores its textured ones. Measured on the dev images (README, "Routing
 by noise level"): clean photographs mostly 0-4, attacks crafted at eps 4 at least 3, at eps 16 at
 least 8. An attacker who perturbs all three channels alike stays below it; ``luminance_noise_level``
-reads the same floor in the luminance (scripts/defense_arena.py reports it), where such a perturbation shows (clean dev images 0-7, median
-0.8; BSR at eps 16 with one perturbation for R, G and B at least 3: docs/defenses.md).
+reads the same floor in the luminance, where such a perturbation shows (scripts/defense_arena.py
+reports it; clean dev images 0-7, median 0.8; BSR at eps 16 with one perturbation for R, G and B at
+least 3: docs/defenses.md).
 """
 
 from __future__ import annotations
@@ -28,17 +29,26 @@ def colour_noise_level(pixels: np.ndarray) -> np.ndarray:
     Images narrower than the kernel are first extended by repeating their edge pixels.
     """
     images = _checked(pixels)
-    green = images[..., 1]
-    total = _filtered_magnitude(images[..., 0] - green) + _filtered_magnitude(images[..., 2] - green)
-    return np.percentile(total.reshape(len(images), -1), PERCENTILE, axis=1)
+    return np.percentile(colour_magnitude(images).reshape(len(images), -1), PERCENTILE, axis=1)
 
 
 def luminance_noise_level(pixels: np.ndarray) -> np.ndarray:
     """``(B,)`` float64: the same noise floor read in each image's luminance (``LUMA``), where a perturbation
     shared by R, G and B shows though its colour differences stay those of the photograph."""
     images = _checked(pixels)
-    luminance = images @ LUMA
-    return np.percentile(_filtered_magnitude(luminance).reshape(len(images), -1), PERCENTILE, axis=1)
+    return np.percentile(luminance_magnitude(images).reshape(len(images), -1), PERCENTILE, axis=1)
+
+
+def colour_magnitude(images: np.ndarray) -> np.ndarray:
+    """|L(R-G)| + |L(B-G)| at each valid position of ``images`` ``(B, H, W, 3)``, ``(B, H-2, W-2)``: what the
+    colour level is a percentile of."""
+    green = images[..., 1]
+    return np.abs(filtered(images[..., 0] - green)) + np.abs(filtered(images[..., 2] - green))
+
+
+def luminance_magnitude(images: np.ndarray) -> np.ndarray:
+    """|L(luminance)| at each valid position, ``(B, H-2, W-2)``: what the luminance level is a percentile of."""
+    return np.abs(filtered(images @ LUMA))
 
 
 def _checked(pixels: np.ndarray) -> np.ndarray:
@@ -50,11 +60,6 @@ def _checked(pixels: np.ndarray) -> np.ndarray:
     if any(short):
         images = np.pad(images, [(0, 0), (0, short[0]), (0, short[1]), (0, 0)], mode="edge")
     return images
-
-
-def _filtered_magnitude(channel: np.ndarray) -> np.ndarray:
-    """|channel * kernel| over the valid positions, ``(B, H-2, W-2)``."""
-    return np.abs(filtered(channel))
 
 
 def filtered(channel: np.ndarray) -> np.ndarray:
