@@ -152,8 +152,8 @@ def main() -> int:
             for item in items:
                 label, spec = named(item, option)
                 started = time.monotonic()
-                model = attacker if option == "--craft" else LevelEvadingModel(attacker, untouched=untouched)
-                inputs[f"crafted {label}"] = attack(model, clean, args.eps, spec, args.batch_size)
+                crafting = attacker if option == "--craft" else LevelEvadingModel(attacker, untouched=untouched)
+                inputs[f"crafted {label}"] = attack(crafting, clean, args.eps, spec, args.batch_size)
                 print(f"crafted {label} ({spec}{', evading the level' if option == '--evading' else ''}) on {args.attacker} at eps "
                       f"{args.eps:g}: {time.monotonic() - started:.0f} s", flush=True)
         attacker.close()
@@ -169,9 +169,12 @@ def main() -> int:
         recipe = parse_recipe(DEFAULT_RECIPE if recipe_text == "default" else recipe_text, seed=args.seed)
         model = DefendedClassifier(classifier, recipe, passes=args.passes, gradient_passes=args.eot)
         rows: dict[str, tuple[np.ndarray, np.ndarray, float, np.ndarray]] = {}  # correct, which images, seconds, those images
+        classified_by: dict[str, np.ndarray] = {}
         for label, pixels in inputs.items():
             started = time.monotonic()
+            model.classified_by_branch[:] = 0
             rows[label] = (predict(model, pixels, args.batch_size) == labels, np.ones(len(names), bool), time.monotonic() - started, pixels)
+            classified_by[label] = model.classified_by_branch.copy()
         chosen = np.arange(len(names)) < args.adaptive_limit
         for kind in args.adaptive:
             target = LevelEvadingModel(model, untouched=untouched) if kind == "level-evading" else model
@@ -187,6 +190,8 @@ def main() -> int:
             if recipe.branches:  # by level alone: a consensus branch passes its disagreements on to the next
                 counts = np.bincount(recipe.branch_of(colour_noise_level(pixels)), minlength=len(recipe.branches))
                 routed = " | levels send " + "/".join(str(count) for count in counts)
+                if label in classified_by and any(branch.consensus for branch in recipe.branches):
+                    routed += ", classified by " + "/".join(str(count) for count in classified_by[label])
             print(f"  {label:40s} {cell(correct[mask])} | unseen {cell(correct[mask & unseen])} | {seconds:.0f} s{routed}")
             if label in cycled:
                 for quarter, rows_of_eps in enumerate(np.array_split(np.arange(len(names)), 4)):

@@ -210,7 +210,8 @@ def test_a_routed_recipe_classifies_and_differentiates_each_image_through_its_br
 
 def test_a_consensus_branch_answers_where_its_recipes_agree_and_passes_the_rest_on(toy_networks) -> None:
     """``flip|crops``: where the mirror's and the crops' top classes agree, the log mean of their probabilities
-    (and the mean of their gradients); elsewhere the next branch's answer and gradient, row by row."""
+    (and the mean of their gradients); elsewhere the next branch's answer and gradient, row by row; each
+    branch counts the images it classified."""
     from nips_adv.models.tf_compat import tf
 
     images = np.random.default_rng(11).integers(0, 256, size=(12, SIDE, SIDE, 3)).astype(np.uint8)
@@ -226,6 +227,7 @@ def test_a_consensus_branch_answers_where_its_recipes_agree_and_passes_the_rest_
         agree = flip.predict(images) == crops.predict(images)
         assert agree.any() and not agree.all()
         logits = routed.logits(images)
+        assert list(routed.classified_by_branch) == [agree.sum(), (~agree).sum()]  # what nips-defense -v reports
         mean = (np.exp(flip.logits(images).astype(np.float64)) + np.exp(crops.logits(images).astype(np.float64))) / 2
         np.testing.assert_allclose(logits[agree], np.log(mean[agree]), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(logits[~agree], last.logits(images[~agree]), rtol=1e-5, atol=1e-5)
@@ -233,6 +235,25 @@ def test_a_consensus_branch_answers_where_its_recipes_agree_and_passes_the_rest_
         both = (flip.gradient_function(loss)(images[agree], labels[agree]) + crops.gradient_function(loss)(images[agree], labels[agree])) / 2
         np.testing.assert_allclose(gradient[agree], both, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(gradient[~agree], last.gradient_function(loss)(images[~agree], labels[~agree]), rtol=1e-5)
+
+
+def test_the_defense_job_says_how_many_images_each_branch_classified(tmp_path: Path, toy_networks, caplog) -> None:
+    """nips-defense's info line: the consensus branch's count is the images whose two recipes agree."""
+    import logging
+
+    from attack_fakes import write_inputs
+
+    from nips_adv.defenses.directory import classify_directory
+
+    clean = write_inputs(tmp_path / "in", 12)
+    images = np.stack([clean[name] for name in sorted(clean)])
+    with Classifier(toy_networks) as classifier:
+        flip, crops = (DefendedClassifier(classifier, parse_recipe(text)) for text in ("flip", "crops"))
+        agreeing = int((flip.predict(images) == crops.predict(images)).sum())
+        model = DefendedClassifier(classifier, parse_recipe("flip|crops,from:1000,bits:3"))
+        with caplog.at_level(logging.INFO, logger="nips_adv"):
+            classify_directory(tmp_path / "in", tmp_path / "out.csv", model=model, batch_size=5, progress=False)
+    assert 0 < agreeing < 12 and f"routed recipe: images classified by each branch, in order: {agreeing}, {12 - agreeing}" in caplog.text
 
 
 def test_the_defended_logits_are_the_log_mean_probability_of_the_views(toy_networks, pixels) -> None:
@@ -458,29 +479,32 @@ def test_the_packaged_denoiser_loads_and_keeps_clean_photos_correct() -> None:
 
 @pytest.mark.slow
 def test_the_default_recipe_routes_photos_by_their_noise_and_keeps_them_correct() -> None:
-    """The default: photographs showing no noise go through five crops, and the same photographs under
-    +-16 drawn per channel go to the noise, denoiser and crops branch that also divides out the undefended
-    beliefs; both still see scikit-image's cat and espresso."""
+    """The default: photographs showing no noise go through the consensus of five crops and the denoiser,
+    and the same photographs under +-16 drawn per channel go to the noise, denoiser and crops branch that
+    also divides out the undefended beliefs; both still see scikit-image's cat and espresso."""
     import skimage.data
 
     from nips_adv.defenses.noise_level import colour_noise_level
     from nips_adv.defenses.recipes import DEFAULT_RECIPE
 
     recipe = parse_recipe(DEFAULT_RECIPE, seed=0)
-    assert [branch.text for branch in recipe.branches] == ["crops", "denoiser+crops", "noise:12+denoiser+crops+versus-plain:0.5"]
-    assert recipe.branches[1].transform is not None and recipe.branches[1].transform.copies == 5
-    noise_branch = recipe.branches[2]
+    assert [branch.text for branch in recipe.branches] == ["crops|denoiser+crops", "noise:12+denoiser+crops+versus-plain:0.5"]
+    assert recipe.levels == (8.0,)
+    crops, denoised = recipe.branches[0].consensus
+    assert crops.text == "crops" and denoised.transform is not None and denoised.transform.copies == 5
+    noise_branch = recipe.branches[1]
     assert isinstance(noise_branch.transform, WithOriginal) and noise_branch.transform.copies == 11 and recipe.random
-    assert noise_branch.versus_plain == 0.5 and not recipe.branches[0].versus_plain and not recipe.branches[1].versus_plain
+    assert noise_branch.versus_plain == 0.5 and not crops.versus_plain and not denoised.versus_plain
     photos = np.stack([skimage.data.chelsea()[:299, 76:375], skimage.data.coffee()[:299, 150:449]])
     noisy = np.clip(photos + 16 * np.random.default_rng(1).choice([-1, 1], size=photos.shape), 0, 255).astype(np.uint8)
-    assert list(recipe.branch_of(colour_noise_level(photos[:1]))) == [0]
-    assert list(recipe.branch_of(colour_noise_level(noisy))) == [2, 2]
+    assert list(recipe.branch_of(colour_noise_level(photos))) == [0, 0]
+    assert list(recipe.branch_of(colour_noise_level(noisy))) == [1, 1]
     with Classifier.create("efficientnet_lite1", seed=0) as classifier:
         defended = DefendedClassifier(classifier, recipe, passes=2)
-        np.testing.assert_allclose(
-            defended.logits(photos[:1]), DefendedClassifier(classifier, parse_recipe("crops")).logits(photos[:1]), rtol=1e-5, atol=1e-5
-        )
+        consensus = DefendedClassifier(classifier, parse_recipe("crops|denoiser+crops", seed=0))
+        logits, agree = consensus.consensus_logits(photos)
+        assert agree.all()  # both photographs stay on the consensus branch
+        np.testing.assert_allclose(defended.logits(photos), logits, rtol=1e-5, atol=1e-5)
         labels = defended.predict(np.concatenate([photos, noisy]))
     domestic_cats, espresso = {282, 283, 284, 285, 286}, 968
     assert labels[0] in domestic_cats and labels[2] in domestic_cats and labels[1] == espresso and labels[3] == espresso

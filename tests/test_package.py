@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import tarfile
 import zipfile
@@ -82,7 +83,8 @@ def test_archive_contents(tmp_path: Path, fake_checkpoint: Path, submission_type
         shard = "my_model.ckpt.data-00000-of-00002"
         assert (root / shard).read_bytes() == (fake_checkpoint.parent / shard).read_bytes()
         model_env = (root / "model.env").read_text()
-        pinned = f" --recipe {DEFAULT_RECIPE} --seed 0" if submission_type == "defense" else ""  # the defense records its recipe
+        # The defense records its recipe, shell-quoted (a consensus branch's | is a pipe to bash).
+        pinned = f" --recipe {shlex.quote(DEFAULT_RECIPE)} --seed 0" if submission_type == "defense" else ""
         assert f"MODEL=inception_v3\nCHECKPOINT=my_model.ckpt\nTOOL_OPTIONS=(--method 'it'\"'\"'s fine'{pinned})\n" in model_env
     if name.endswith(".tar"):
         with tarfile.open(packaged.archive) as bundle:

@@ -28,8 +28,9 @@ from .common import (
     "--recipe",
     default=None,
     metavar="STEP[:ARG]+...",
-    help="A preset (routed, denoised) or transforms in front of the classifier, left to right, e.g. jpeg:75+resize-pad:2, "
-    "or recipes routed by colour-noise level (RECIPE,from:LEVEL,RECIPE,...); steps and grammar: docs/defenses.md "
+    help="A preset (routed, colour-routed, denoised) or transforms in front of the classifier, left to right, e.g. "
+    "jpeg:75+resize-pad:2, or recipes routed by colour-noise level (RECIPE,from:LEVEL,RECIPE,..., a branch A|B a consensus); "
+    "steps and grammar: docs/defenses.md "
     f"[default: routed = {DEFAULT_RECIPE}].",
 )
 @click.option(

@@ -81,6 +81,9 @@ def predict_directory(
         yield rows
     if late:
         report.warn(f"time budget: the deadline passed before the last {late} images; the undefended network alone classified them")
+    by_branch = getattr(model, "classified_by_branch", None)
+    if by_branch is not None and len(by_branch) and by_branch.sum():
+        logger.info("routed recipe: images classified by each branch, in order: %s", ", ".join(str(count) for count in by_branch))
 
 
 def classify_directory(

