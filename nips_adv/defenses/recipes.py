@@ -78,7 +78,7 @@ PRESETS = {
     "denoised": "denoiser+crops",
 }
 """Named recipes (``nips-defense --recipe routed``); the string each stands for is its serialised form.
-``colour-routed`` was the default until 2026-12-07: routed by the colour level alone, it sends attacks
+``colour-routed`` was the default until 2026-12-08: routed by the colour level alone, it sends attacks
 without colour noise to the crops alone (docs/defenses.md)."""
 
 DEFAULT_RECIPE = PRESETS["routed"]
