@@ -4,7 +4,7 @@ The routed default sorts images by the noise their smoothest parts show (``noise
 of that code has two cheap dodges, both in ``scripts/defense_arena.py``:
 
 - ``luminance_only``: keep an attack's luminance change and restore the clean image's colour, so the
-  colour differences stay those of the photograph (the issue's "chroma removed" attack);
+  colour differences stay those of the photograph (the arena's "chroma removed" attack);
 - ``LevelEvadingModel``: any attack that leaves alone the smoothest parts of the image, where the
   router reads its level, and perturbs the textured rest at full eps.
 

@@ -9,7 +9,7 @@ image's smoothest parts and ignores its textured ones. Measured on the dev image
 by noise level"): clean photographs mostly 0-4, attacks crafted at eps 4 at least 3, at eps 16 at
 least 8. An attacker who perturbs all three channels alike stays below it; ``luminance_noise_level``
 reads the same floor in the luminance, where such a perturbation shows (scripts/defense_arena.py
-reports it; clean dev images 0-7, median 0.8; BSR at eps 16 with one perturbation for R, G and B at
+reports it; clean dev images 1-100: 0-7, median 0.8; BSR at eps 16 with one perturbation for R, G and B at
 least 3: docs/defenses.md).
 """
 
